@@ -1,0 +1,11 @@
+"""metaal: learn how to choose what to label.
+
+Layers (a lower one never imports a higher one): :mod:`metaal.data` -> :mod:`metaal.learners` ->
+:mod:`metaal.state` -> :mod:`metaal.observe` -> :mod:`metaal.strategies` -> :mod:`metaal.loop` ->
+:mod:`metaal.envs` -> :mod:`metaal.agents` -> :mod:`metaal.experiments` -> :mod:`metaal.cli`.
+"""
+__version__ = "0.1.0"
+
+from metaal.errors import ConfigError, DataError, LabelError, MetaalError, PolicyError  # noqa: E402
+
+__all__ = ["ConfigError", "DataError", "LabelError", "MetaalError", "PolicyError", "__version__"]

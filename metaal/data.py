@@ -1,0 +1,422 @@
+"""Datasets, loaders and splits.
+
+A :class:`Dataset` holds features ``X`` of shape ``(n, d)`` (float32), integer labels ``y`` of shape
+``(n,)`` in ``0..K-1`` and the ``K`` class names. Raw ``text`` or ``images`` may ride along for
+featurization and display. Loaders read ``.npz`` (the format of ``../shared/data``), CSV, LIBSVM and
+scikit-learn's bundled datasets; :func:`load_dataset` also finds a dataset by name in the folders
+listed in the ``METAAL_DATA`` environment variable (``:``-separated).
+
+Splits follow the default protocol of ``DESIGN.md``: per seed, a stratified 70/30 pool/test split
+(``train_test_split(..., test_size=0.3, stratify=y, random_state=seed)``) and an initial labeled set
+of random pool items holding at least two classes. :func:`load_splits` reads the same splits from
+JSON so that results can be compared with another library on identical splits.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from metaal.errors import DataError
+
+SKLEARN_DATASETS = ("iris", "wine", "breast_cancer", "digits")
+DATA_ENV = "METAAL_DATA"
+_BUNDLED_DIR = Path(__file__).parent / "data"
+
+
+@dataclass
+class Dataset:
+    """A labeled classification dataset.
+
+    :param X: features, shape ``(n, d)``, float32; ``None`` only for raw text/images awaiting
+        featurization.
+    :param y: labels, shape ``(n,)``, int64 in ``0..K-1``.
+    :param classes: class names, shape ``(K,)``.
+    :param name: a short name (file stem or registry name).
+    :param text: optional raw documents, shape ``(n,)``.
+    :param images: optional raw pixels, shape ``(n, H, W)`` or ``(n, H, W, C)``, uint8.
+    :param extras: any other per-row arrays found in the file (``is_test``, ...).
+    """
+
+    X: np.ndarray | None
+    y: np.ndarray
+    classes: np.ndarray
+    name: str = "dataset"
+    text: np.ndarray | None = None
+    images: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.y = _as_labels(self.y, self.name)
+        n = len(self.y)
+        if self.classes is None or len(self.classes) == 0:
+            self.classes = np.array([str(c) for c in range(int(self.y.max()) + 1)])
+        self.classes = np.asarray([str(c) for c in self.classes])
+        if self.X is not None:
+            X = np.asarray(self.X)
+            if X.ndim != 2:
+                raise DataError(f"{self.name}: features X must be 2-D (n, d), got shape {X.shape}")
+            if not np.issubdtype(X.dtype, np.number) and X.dtype != bool:
+                raise DataError(f"{self.name}: features X are not numeric (dtype {X.dtype})")
+            X = X.astype(np.float32, copy=False)
+            if X.shape[0] != n:
+                raise DataError(
+                    f"{self.name}: X has {X.shape[0]} rows but y has {n} labels (lengths must match)"
+                )
+            bad = ~np.isfinite(X)
+            if bad.any():
+                rows = np.unique(np.nonzero(bad)[0])
+                raise DataError(
+                    f"{self.name}: features contain NaN or inf in {len(rows)} row(s) "
+                    f"(first: row {rows[0]}); impute or drop them first"
+                )
+            self.X = X
+        for key, arr in (("text", self.text), ("images", self.images)):
+            if arr is not None and len(arr) != n:
+                raise DataError(f"{self.name}: {key} has {len(arr)} rows but y has {n} labels")
+        if self.y.size and self.y.max() >= len(self.classes):
+            raise DataError(
+                f"{self.name}: label {int(self.y.max())} has no class name ({len(self.classes)} classes given)"
+            )
+
+    @property
+    def n(self) -> int:
+        return int(len(self.y))
+
+    @property
+    def n_classes(self) -> int:
+        return int(len(self.classes))
+
+    @property
+    def has_features(self) -> bool:
+        return self.X is not None
+
+    def require_features(self) -> np.ndarray:
+        """Return ``X`` or raise a clear error if the dataset only holds raw text or images."""
+        if self.X is None:
+            kind = "text" if self.text is not None else "images" if self.images is not None else "data"
+            raise DataError(
+                f"{self.name}: holds raw {kind} and no features X; run `metaal featurize` first"
+            )
+        return self.X
+
+    def check_for_learning(self, min_per_class: int = 1) -> None:
+        """Raise if the labels cannot support active learning (a single class, ...)."""
+        present = np.unique(self.y)
+        if len(present) < 2:
+            raise DataError(
+                f"{self.name}: only one class present ({self.classes[present[0]] if len(present) else 'none'}); "
+                "active learning needs at least two"
+            )
+
+    def subset(self, idx: np.ndarray) -> "Dataset":
+        idx = np.asarray(idx)
+        return Dataset(
+            X=None if self.X is None else self.X[idx],
+            y=self.y[idx],
+            classes=self.classes,
+            name=self.name,
+            text=None if self.text is None else self.text[idx],
+            images=None if self.images is None else self.images[idx],
+            extras={k: v[idx] for k, v in self.extras.items() if len(v) == self.n},
+        )
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the dataset as an ``.npz`` that :func:`load_npz` reads back."""
+        path = Path(path)
+        arrays: dict[str, Any] = {"y": self.y, "classes": self.classes}
+        if self.X is not None:
+            arrays["X"] = self.X
+        if self.text is not None:
+            arrays["text"] = np.asarray(self.text, dtype=str)
+        if self.images is not None:
+            arrays["images"] = self.images
+        arrays.update(self.extras)
+        np.savez_compressed(path, **arrays)
+        return path
+
+
+def _as_labels(y: Any, name: str) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise DataError(f"{name}: labels y must be 1-D, got shape {y.shape}")
+    if y.size == 0:
+        raise DataError(f"{name}: no rows")
+    if not np.issubdtype(y.dtype, np.integer):
+        if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+        else:
+            raise DataError(f"{name}: labels y must be integers 0..K-1 (got dtype {y.dtype})")
+    y = y.astype(np.int64)
+    if y.min() < 0:
+        raise DataError(f"{name}: labels must be 0..K-1, found {int(y.min())}")
+    return y
+
+
+# ----------------------------------------------------------------------------------------------
+# loaders
+
+
+def load_npz(path: str | os.PathLike, name: str | None = None) -> Dataset:
+    """Load an ``.npz`` with ``y`` and ``X`` (or ``text`` / ``images``), optional ``classes``."""
+    path = Path(path)
+    name = name or path.stem
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read as .npz ({exc.__class__.__name__}: {exc})") from None
+    if "y" not in arrays:
+        raise DataError(f"{path}: no 'y' array (found {sorted(arrays)})")
+    X = arrays.pop("X", None)
+    y = arrays.pop("y")
+    classes = arrays.pop("classes", None)
+    text = arrays.pop("text", None)
+    images = arrays.pop("images", None)
+    if X is None and text is None and images is None:
+        raise DataError(f"{path}: needs 'X' features, or raw 'text' / 'images' to featurize")
+    return Dataset(X=X, y=y, classes=classes, name=name, text=text, images=images, extras=arrays)
+
+
+def load_csv(path: str | os.PathLike, label: str | None = None, name: str | None = None) -> Dataset:
+    """Load a CSV with a header; the label column is ``label`` or the last one.
+
+    Label values may be any strings; they are mapped to ``0..K-1`` in sorted order. Every feature cell
+    must be numeric: a text cell raises a :class:`DataError` that names its row and column.
+    """
+    path = Path(path)
+    name = name or path.stem
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read CSV ({exc})") from None
+    rows = [r for r in rows if r and any(c.strip() for c in r)]
+    if len(rows) < 2:
+        raise DataError(f"{path}: CSV needs a header row and at least one data row")
+    header = [h.strip() for h in rows[0]]
+    col = len(header) - 1 if label is None else (header.index(label) if label in header else None)
+    if col is None:
+        raise DataError(f"{path}: no label column named {label!r} (columns: {', '.join(header)})")
+    feats = [i for i in range(len(header)) if i != col]
+    X = np.empty((len(rows) - 1, len(feats)), dtype=np.float32)
+    labels = []
+    for r, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise DataError(f"{path}: line {r} has {len(row)} cells, header has {len(header)}")
+        for j, i in enumerate(feats):
+            try:
+                X[r - 2, j] = float(row[i])
+            except ValueError:
+                raise DataError(
+                    f"{path}: line {r}, column {header[i]!r}: {row[i]!r} is not a number "
+                    "(encode categorical features first)"
+                ) from None
+        labels.append(row[col].strip())
+    classes, y = np.unique(np.array(labels), return_inverse=True)
+    # numeric labels keep numeric order
+    try:
+        order = np.argsort([float(c) for c in classes], kind="stable")
+        classes = classes[order]
+        y = np.argsort(order)[y]
+    except ValueError:
+        pass
+    return Dataset(X=X, y=y, classes=classes, name=name)
+
+
+def load_libsvm(path: str | os.PathLike, name: str | None = None) -> Dataset:
+    """Load a LIBSVM/SVMlight file; labels are mapped to ``0..K-1`` in sorted order."""
+    from sklearn.datasets import load_svmlight_file
+
+    path = Path(path)
+    try:
+        X, raw = load_svmlight_file(str(path))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read LIBSVM file ({exc})") from None
+    classes, y = np.unique(raw, return_inverse=True)
+    names = np.array([str(int(c)) if float(c).is_integer() else str(c) for c in classes])
+    return Dataset(X=np.asarray(X.todense(), dtype=np.float32), y=y, classes=names, name=name or path.stem)
+
+
+def load_sklearn(name: str) -> Dataset:
+    """Load one of scikit-learn's bundled datasets (``iris``, ``wine``, ``breast_cancer``, ``digits``)."""
+    import sklearn.datasets as skd
+
+    if name not in SKLEARN_DATASETS:
+        raise DataError(f"unknown scikit-learn dataset {name!r} (bundled: {', '.join(SKLEARN_DATASETS)})")
+    bunch = getattr(skd, f"load_{name}")()
+    return Dataset(X=bunch.data, y=bunch.target, classes=np.asarray(bunch.target_names), name=name)
+
+
+def data_dirs() -> list[Path]:
+    """Folders searched for datasets by name: ``METAAL_DATA`` entries, then the bundled folder."""
+    dirs = [Path(p) for p in os.environ.get(DATA_ENV, "").split(os.pathsep) if p]
+    return dirs + [_BUNDLED_DIR]
+
+
+def find_dataset(name: str) -> Path | None:
+    """Path of ``NAME.npz`` (or ``.csv`` / ``.libsvm``) in :func:`data_dirs`, or None."""
+    for d in data_dirs():
+        for ext in (".npz", ".csv", ".libsvm", ".svm"):
+            p = d / f"{name}{ext}"
+            if p.is_file():
+                return p
+    return None
+
+
+def load_dataset(spec: "str | os.PathLike | Dataset", **kwargs: Any) -> Dataset:
+    """Load a dataset from a path, a name found along ``METAAL_DATA``, ``sklearn:NAME`` or a
+    bare scikit-learn name, or ``synth:KIND?key=value`` for a synthetic task.
+
+    :raises DataError: if nothing matches; the message lists where it looked.
+    """
+    if isinstance(spec, Dataset):
+        return spec
+    s = str(spec)
+    if s.startswith("sklearn:"):
+        return load_sklearn(s.split(":", 1)[1])
+    if s.startswith("synth:"):
+        from metaal.synthetic import from_spec
+
+        return from_spec(s)
+    p = Path(s)
+    if p.suffix and p.exists():
+        suffix = p.suffix.lower()
+        if suffix == ".npz":
+            return load_npz(p)
+        if suffix == ".csv":
+            return load_csv(p, **kwargs)
+        if suffix in (".libsvm", ".svm", ".svmlight", ".txt"):
+            return load_libsvm(p)
+        raise DataError(f"{p}: unknown dataset format {suffix!r} (use .npz, .csv or .libsvm)")
+    if p.suffix in (".npz", ".csv", ".libsvm", ".svm"):
+        raise DataError(f"{p}: no such file")
+    found = find_dataset(s)
+    if found is not None:
+        return load_dataset(found, **kwargs)
+    if s in SKLEARN_DATASETS:
+        return load_sklearn(s)
+    where = ", ".join(str(d) for d in data_dirs())
+    raise DataError(
+        f"dataset {s!r} not found: not a file, not in {DATA_ENV} folders ({where or 'none set'}), "
+        f"not a scikit-learn dataset ({', '.join(SKLEARN_DATASETS)})"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# splits
+
+
+@dataclass
+class Split:
+    """Indices into a dataset's rows: ``pool`` (to query from), ``test`` and ``initial`` (subset of
+    ``pool``, labeled before the first query)."""
+
+    pool: np.ndarray
+    test: np.ndarray
+    initial: np.ndarray
+    seed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seed": int(self.seed),
+            "pool": [int(i) for i in self.pool],
+            "test": [int(i) for i in self.test],
+            "initial": [int(i) for i in self.initial],
+        }
+
+
+def choose_initial(y_pool: np.ndarray, n_initial: int, rng: np.random.Generator) -> np.ndarray:
+    """Positions (into the pool) of ``n_initial`` random items holding at least two classes.
+
+    :param y_pool: labels of the pool, shape ``(n_pool,)``.
+    """
+    n_pool = len(y_pool)
+    if n_initial < 2:
+        raise DataError(f"the initial labeled set needs at least 2 items (got {n_initial})")
+    if n_initial > n_pool:
+        raise DataError(f"initial set of {n_initial} is larger than the pool ({n_pool} items)")
+    if len(np.unique(y_pool)) < 2:
+        raise DataError("the pool holds a single class; active learning needs at least two")
+    perm = rng.permutation(n_pool)
+    chosen = perm[:n_initial]
+    if len(np.unique(y_pool[chosen])) < 2:
+        # swap the last pick for the first item (in random order) of another class
+        other = perm[n_initial:][y_pool[perm[n_initial:]] != y_pool[chosen[0]]][0]
+        chosen = np.concatenate([chosen[:-1], [other]])
+    return np.sort(chosen)
+
+
+def make_split(
+    dataset: Dataset, seed: int, n_initial: int = 10, test_size: float = 0.3
+) -> Split:
+    """The default protocol: stratified pool/test split with ``random_state=seed`` and a random
+    initial set (from ``numpy.random.default_rng(seed)``) holding at least two classes."""
+    from sklearn.model_selection import train_test_split
+
+    dataset.check_for_learning()
+    idx = np.arange(dataset.n)
+    counts = np.bincount(dataset.y)
+    stratify = dataset.y if counts[counts > 0].min() >= 2 else None
+    try:
+        pool, test = train_test_split(idx, test_size=test_size, stratify=stratify, random_state=seed)
+    except ValueError as exc:
+        raise DataError(f"{dataset.name}: cannot split pool/test ({exc})") from None
+    rng = np.random.default_rng(seed)
+    initial = pool[choose_initial(dataset.y[pool], n_initial, rng)]
+    return Split(pool=np.asarray(pool), test=np.asarray(test), initial=initial, seed=seed)
+
+
+def load_splits(path: str | os.PathLike, dataset: Dataset | None = None) -> tuple[str | None, list[Split]]:
+    """Read ``{"dataset": NAME, "splits": [{"seed", "pool", "test", "initial"}, ...]}``.
+
+    :returns: the dataset name in the file (or None) and the splits, validated against ``dataset``
+        when given (indices in range, ``initial`` inside ``pool``, pool and test disjoint).
+    """
+    path = Path(path)
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: cannot read splits JSON ({exc})") from None
+    if not isinstance(doc, dict) or "splits" not in doc:
+        raise DataError(f"{path}: expected an object with a 'splits' list")
+    splits = []
+    for i, s in enumerate(doc["splits"]):
+        try:
+            sp = Split(
+                pool=np.asarray(s["pool"], dtype=np.int64),
+                test=np.asarray(s["test"], dtype=np.int64),
+                initial=np.asarray(s["initial"], dtype=np.int64),
+                seed=int(s.get("seed", i)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{path}: split {i} is malformed ({exc})") from None
+        if dataset is not None:
+            validate_split(sp, dataset, where=f"{path}: split {i}")
+        splits.append(sp)
+    return doc.get("dataset"), splits
+
+
+def save_splits(path: str | os.PathLike, dataset_name: str, splits: Sequence[Split]) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps({"dataset": dataset_name, "splits": [s.to_json() for s in splits]}))
+    return path
+
+
+def validate_split(split: Split, dataset: Dataset, where: str = "split") -> None:
+    n = dataset.n
+    for key in ("pool", "test", "initial"):
+        a = getattr(split, key)
+        if a.ndim != 1 or (a.size and (a.min() < 0 or a.max() >= n)):
+            raise DataError(f"{where}: '{key}' indices must be in 0..{n - 1}")
+    if np.intersect1d(split.pool, split.test).size:
+        raise DataError(f"{where}: pool and test overlap")
+    if not np.isin(split.initial, split.pool).all():
+        raise DataError(f"{where}: 'initial' must be a subset of 'pool'")
+    if len(np.unique(dataset.y[split.initial])) < 2:
+        raise DataError(f"{where}: the initial set must hold at least two classes")

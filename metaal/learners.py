@@ -1,0 +1,134 @@
+"""Learners: scikit-learn classifiers behind one small interface.
+
+:class:`Learner` wraps any estimator with ``predict_proba``. Classes are fixed up front, so a model
+trained on two of five classes still returns five probability columns (zeros for unseen classes,
+with a tiny floor so entropies stay finite). With fewer than two classes labeled, the learner
+predicts the smoothed label frequencies. Standardization happens once per task, with statistics
+of the pool (:class:`metaal.state.Task`), so every learner sees the same scaled features.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+from sklearn.base import clone as sk_clone
+
+from metaal.errors import ConfigError
+
+PROBA_FLOOR = 1e-12
+
+
+def _logreg(seed: int) -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(max_iter=1000)
+
+
+def _svm(seed: int) -> Any:
+    from sklearn.svm import SVC
+
+    return SVC(probability=True, random_state=seed)
+
+
+def _rf(seed: int) -> Any:
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=1)
+
+
+def _knn(seed: int) -> Any:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return KNeighborsClassifier(n_neighbors=5)
+
+
+def _gb(seed: int) -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(max_iter=100, random_state=seed)
+
+
+LEARNERS: dict[str, Callable[[int], Any]] = {
+    "logreg": _logreg,
+    "svm": _svm,
+    "rf": _rf,
+    "knn": _knn,
+    "gb": _gb,
+}
+
+
+class Learner:
+    """A classifier with fixed classes.
+
+    :param estimator: an unfitted scikit-learn classifier with ``predict_proba``.
+    :param n_classes: ``C``, the number of classes of the task.
+    :param name: a short name used in logs and tables.
+    :param warm_start: reuse the previous solution as the starting point when the estimator supports
+        it and the set of labeled classes did not change (LogisticRegression with lbfgs does).
+    """
+
+    def __init__(self, estimator: Any, n_classes: int, name: str = "custom", warm_start: bool = False):
+        if not hasattr(estimator, "predict_proba"):
+            raise ConfigError(f"learner {name!r} has no predict_proba")
+        self.estimator = estimator
+        self.n_classes = int(n_classes)
+        self.name = name
+        self.warm_start = warm_start
+        self.classes_: np.ndarray = np.zeros(0, dtype=np.int64)
+        self._prior: np.ndarray | None = None
+        self.n_fits = 0
+
+    def clone(self) -> "Learner":
+        return Learner(sk_clone(self.estimator), self.n_classes, self.name, self.warm_start)
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "Learner":
+        """Fit on ``X`` (m, d) and labels ``y`` (m,) in ``0..C-1``."""
+        y = np.asarray(y, dtype=np.int64)
+        present = np.unique(y)
+        self.n_fits += 1
+        if len(present) < 2:
+            counts = np.bincount(y, minlength=self.n_classes).astype(float) + 1.0
+            self._prior = counts / counts.sum()
+            self.classes_ = present
+            return self
+        self._prior = None
+        same_classes = np.array_equal(present, self.classes_)
+        if self.warm_start and same_classes and hasattr(self.estimator, "warm_start"):
+            self.estimator.set_params(warm_start=True)
+        elif hasattr(self.estimator, "warm_start"):
+            self.estimator.set_params(warm_start=False)
+        self.estimator.fit(X, y)
+        self.classes_ = np.asarray(self.estimator.classes_, dtype=np.int64)
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Probabilities of shape ``(n, C)`` for all ``C`` classes, rows summing to one."""
+        n = X.shape[0]
+        if self._prior is not None:
+            return np.tile(self._prior, (n, 1))
+        p = self.estimator.predict_proba(X)
+        if p.shape[1] == self.n_classes and np.array_equal(self.classes_, np.arange(self.n_classes)):
+            out = np.asarray(p, dtype=np.float64)
+        else:
+            out = np.zeros((n, self.n_classes))
+            out[:, self.classes_] = p
+        out = np.maximum(out, PROBA_FLOOR)
+        return out / out.sum(axis=1, keepdims=True)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.argmax(self.predict_proba(X), axis=1)
+
+    @property
+    def is_linear(self) -> bool:
+        return hasattr(self.estimator, "coef_") and self._prior is None
+
+
+def make_learner(spec: "str | Any", n_classes: int, seed: int = 0, warm_start: bool = False) -> Learner:
+    """A :class:`Learner` from a name in :data:`LEARNERS` or from a scikit-learn estimator."""
+    if isinstance(spec, Learner):
+        return Learner(sk_clone(spec.estimator), n_classes, spec.name, spec.warm_start)
+    if isinstance(spec, str):
+        if spec not in LEARNERS:
+            raise ConfigError(f"unknown learner {spec!r} (known: {', '.join(LEARNERS)})")
+        return Learner(LEARNERS[spec](seed), n_classes, spec, warm_start)
+    return Learner(sk_clone(spec), n_classes, type(spec).__name__, warm_start)

@@ -1,0 +1,135 @@
+"""Simulated active learning: the oracle answers from known pool labels.
+
+The same three functions drive :func:`simulate`, the Gymnasium environments and the real labeling
+loop: :func:`new_state` (an :class:`ALState` with its initial labels fitted), a strategy's
+``select`` and :meth:`ALState.add_labels`, and :func:`evaluate` on held-out data.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from metaal.errors import ConfigError
+from metaal.learners import Learner, make_learner
+from metaal.state import ALState, Task
+from metaal.strategies import Strategy, get
+
+
+def new_state(task: Task, learner: "str | Learner | Any" = "logreg", budget: int | None = None, seed: int = 0) -> ALState:
+    """An :class:`ALState` over ``task``'s pool with the initial set labeled and the learner fitted."""
+    if budget is not None:
+        task.check_budget(budget)
+    lrn = make_learner(learner, task.n_classes, seed=seed)
+    state = ALState(task.X_pool, task.n_classes, lrn, budget=budget, classes=task.classes)
+    state.initialize(task.initial, task.y_pool[task.initial])
+    return state
+
+
+def evaluate(learner: Learner, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Accuracy and macro-F1 of ``learner`` on ``X`` (n, d), ``y`` (n,)."""
+    from sklearn.metrics import f1_score
+
+    if len(y) == 0:
+        return float("nan"), float("nan")
+    pred = learner.predict(X)
+    acc = float(np.mean(pred == y))
+    f1 = float(f1_score(y, pred, average="macro", zero_division=0))
+    return acc, f1
+
+
+@dataclass
+class Curve:
+    """A learning curve: one point per labeling step, the initial set included.
+
+    ``n_labeled``, ``accuracy`` and ``macro_f1`` have shape ``(steps + 1,)``.
+    """
+
+    dataset: str
+    strategy: str
+    seed: int
+    n_labeled: np.ndarray
+    accuracy: np.ndarray
+    macro_f1: np.ndarray
+    query_seconds: float
+    queried: list[int] = field(default_factory=list)
+
+    @property
+    def aulc(self) -> float:
+        """Area under the learning curve: mean test accuracy from the initial set to the budget."""
+        return float(np.mean(self.accuracy))
+
+    @property
+    def final_accuracy(self) -> float:
+        return float(self.accuracy[-1])
+
+    @property
+    def seconds_per_query(self) -> float:
+        n = max(len(self.queried), 1)
+        return self.query_seconds / n
+
+
+def strategy_rng(seed: int) -> np.random.Generator:
+    """The generator handed to a strategy in run ``seed`` (independent of the split's stream)."""
+    return np.random.default_rng([int(seed), 0x5EED])
+
+
+def simulate(
+    task: Task,
+    strategy: "Strategy | str",
+    budget: int,
+    learner: "str | Learner | Any" = "logreg",
+    batch_size: int = 1,
+    seed: int = 0,
+    callback: Callable[[ALState, float, float], None] | None = None,
+) -> Curve:
+    """Run one active-learning experiment with a simulated oracle.
+
+    :param task: the problem (pool, test, initial set).
+    :param strategy: a :class:`Strategy` or a registry name.
+    :param budget: labels to acquire after the initial set.
+    :param batch_size: labels per step; the last step may be smaller.
+    :param seed: seeds the strategy's generator (same seed, same curve, bit for bit on CPU).
+    :param callback: called after every evaluation with ``(state, accuracy, macro_f1)``.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1 (got {batch_size})")
+    strat = get(strategy) if isinstance(strategy, str) else strategy
+    state = new_state(task, learner, budget=budget, seed=seed)
+    rng = strategy_rng(seed)
+    strat.reset(state, rng)
+    accs, f1s, ns = [], [], []
+
+    def record() -> None:
+        a, f = evaluate(state.learner, task.X_test, task.y_test)
+        accs.append(a)
+        f1s.append(f)
+        ns.append(state.n_labeled)
+        if callback is not None:
+            callback(state, a, f)
+
+    record()
+    spent = 0.0
+    queried: list[int] = []
+    while state.n_queried < budget:
+        k = min(batch_size, budget - state.n_queried)
+        t0 = time.perf_counter()
+        idx = np.asarray(strat.select(state, k, rng), dtype=np.int64).reshape(-1)
+        spent += time.perf_counter() - t0
+        if len(idx) != k or state.labeled_mask[idx].any():
+            raise RuntimeError(f"strategy {strat.name} returned invalid items {idx.tolist()}")
+        state.add_labels(idx, task.y_pool[idx])
+        queried.extend(int(i) for i in idx)
+        record()
+    return Curve(
+        dataset=task.name,
+        strategy=getattr(strat, "name", str(strategy)),
+        seed=seed,
+        n_labeled=np.asarray(ns),
+        accuracy=np.asarray(accs),
+        macro_f1=np.asarray(f1s),
+        query_seconds=spent,
+        queried=queried,
+    )

@@ -1,0 +1,131 @@
+"""The Strategy contract and the strategy registry."""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from metaal.errors import ConfigError
+from metaal.state import ALState
+
+
+class Strategy:
+    """A query strategy: picks the next unlabeled pool items to label.
+
+    Subclasses set :attr:`name` and implement :meth:`score` (higher = label first) or override
+    :meth:`select`. Strategies may keep state across the steps of one run (a bandit, a
+    committee); :meth:`reset` is called at the start of each run.
+    """
+
+    name: ClassVar[str] = "base"
+    #: True if :meth:`score` is meaningful (used by observers and the ALBL bandit).
+    has_score: ClassVar[bool] = True
+
+    def reset(self, state: ALState | None = None, rng: np.random.Generator | None = None) -> None:
+        """Forget anything learned in a previous run."""
+
+    def score(self, state: ALState) -> np.ndarray:
+        """Informativeness of every unlabeled item, shape ``(n_unlabeled,)``, aligned with
+        ``state.unlabeled_idx``; higher means label first."""
+        raise NotImplementedError(f"{self.name} has no per-item score")
+
+    def select(self, state: ALState, k: int = 1, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Pool positions of the ``k`` unlabeled items to label next, shape ``(k,)``.
+
+        The default takes the ``k`` highest scores; ties keep pool order.
+        """
+        unl = state.unlabeled_idx
+        k = check_k(k, len(unl))
+        s = np.asarray(self.score(state), dtype=np.float64)
+        return unl[top_k(s, k)]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def check_k(k: int, n_unlabeled: int) -> int:
+    if k < 1:
+        raise ConfigError(f"k must be >= 1 (got {k})")
+    if k > n_unlabeled:
+        raise ConfigError(f"cannot select {k} items: only {n_unlabeled} unlabeled left")
+    return int(k)
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` largest scores, best first; ties keep the lower position first."""
+    s = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
+    if k >= len(s):
+        return np.argsort(-s, kind="stable")
+    part = np.argpartition(-s, k - 1)[:k]
+    # stable order among the chosen (ties broken by position) and include all tied at the boundary
+    thr = s[part].min()
+    cand = np.flatnonzero(s >= thr)
+    order = cand[np.argsort(-s[cand], kind="stable")]
+    return order[:k]
+
+
+# ----------------------------------------------------------------------------------------------
+# registry
+
+_REGISTRY: dict[str, Callable[..., Strategy]] = {}
+_PREFIXES: dict[str, str] = {"policy": "metaal.agents"}
+
+
+def register(name: str) -> Callable[[type], type]:
+    """Class decorator adding a strategy to the registry under ``name``."""
+
+    def deco(cls: type) -> type:
+        if name in _REGISTRY:
+            raise ValueError(f"strategy {name!r} registered twice")
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def register_factory(prefix: str, factory: Callable[..., Strategy]) -> None:
+    """Register a factory for names ``PREFIX:ARG`` (``policy:PATH`` is registered by
+    :mod:`metaal.agents` when it is imported)."""
+    _REGISTRY[prefix + ":"] = factory
+
+
+def names() -> list[str]:
+    """Registered heuristic names (prefix factories excluded)."""
+    return [n for n in _REGISTRY if not n.endswith(":")]
+
+
+def get(name: str, **kwargs: Any) -> Strategy:
+    """Instantiate a strategy by name (``"margin"``, ``"policy:default"``, ...).
+
+    :raises ConfigError: for an unknown name, listing the known ones.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"strategy name must be a non-empty string, got {name!r}")
+    if ":" in name:
+        prefix, arg = name.split(":", 1)
+        if prefix + ":" not in _REGISTRY and prefix in _PREFIXES:
+            importlib.import_module(_PREFIXES[prefix])  # registers its factory
+        factory = _REGISTRY.get(prefix + ":")
+        if factory is None:
+            raise ConfigError(f"unknown strategy prefix {prefix!r} in {name!r} (known: policy:PATH)")
+        return factory(arg, **kwargs)
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown strategy {name!r} (known: {', '.join(sorted(names()))}, policy:PATH)")
+    return _REGISTRY[name](**kwargs)
+
+
+def parse_list(spec: str) -> list[str]:
+    """Split a comma-separated strategy list; ``all`` expands to every registered heuristic."""
+    out: list[str] = []
+    for part in [p.strip() for p in spec.split(",") if p.strip()]:
+        if part == "all":
+            out.extend(n for n in names() if n not in out)
+        elif part not in out:
+            out.append(part)
+    if not out:
+        raise ConfigError("no strategy given")
+    for n in out:
+        if ":" not in n and n not in _REGISTRY:
+            raise ConfigError(f"unknown strategy {n!r} (known: {', '.join(sorted(names()))}, policy:PATH)")
+    return out
