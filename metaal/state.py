@@ -104,7 +104,8 @@ class ALState:
     Cached quantities (recomputed or updated when labels change):
 
     * ``proba`` ``(n_pool, C)``: the current model's probabilities on the pool.
-    * ``prev_pred`` ``(n_pool,)``: predictions before the last refit (``None`` at first).
+    * ``prev_pred`` ``(n_pool,)`` and ``prev_proba`` ``(n_pool, C)``: predictions before the
+      last refit (``None`` before the second fit).
     * :meth:`min_dist_labeled` ``(n_pool,)``: distance to the nearest labeled item, updated
       incrementally per new label.
     * ``cache``: a dict where strategies and observers keep per-state values; entries whose key
@@ -136,6 +137,7 @@ class ALState:
         self.n_initial = 0
         self.proba: np.ndarray = np.full((n, self.n_classes), 1.0 / self.n_classes)
         self.prev_pred: np.ndarray | None = None
+        self.prev_proba: np.ndarray | None = None
         self.cache: dict[str, Any] = {}
         self._min_dist: np.ndarray | None = None
         self._scale: float | None = None
@@ -211,7 +213,9 @@ class ALState:
 
     def refit(self) -> None:
         """Refit the learner on all labels and refresh the cached pool probabilities."""
-        self.prev_pred = self.pred if self.n_labeled else None
+        fitted_before = self.learner.n_fits > 0
+        self.prev_pred = self.pred if fitted_before else None
+        self.prev_proba = self.proba if fitted_before else None
         m = self.labeled_mask
         self.learner.fit(self.X_pool[m], self.labels[m])
         self.proba = self.learner.predict_proba(self.X_pool)
