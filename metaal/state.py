@@ -213,12 +213,19 @@ class ALState:
 
     def refit(self) -> None:
         """Refit the learner on all labels and refresh the cached pool probabilities."""
-        fitted_before = self.learner.n_fits > 0
-        self.prev_pred = self.pred if fitted_before else None
-        self.prev_proba = self.proba if fitted_before else None
+        first = self.learner.n_fits == 0
         m = self.labeled_mask
         self.learner.fit(self.X_pool[m], self.labels[m])
-        self.proba = self.learner.predict_proba(self.X_pool)
+        self.set_proba(self.learner.predict_proba(self.X_pool), first=first)
+
+    def set_proba(self, proba: np.ndarray, first: bool = False) -> None:
+        """Install new pool probabilities ``(n_pool, C)`` after a fit (done by :meth:`refit`, or
+        by a batched learner that fits many states at once): keeps the previous ones, drops the
+        ``"fit:"`` cache entries."""
+        self.prev_pred = None if first else self.pred
+        self.prev_proba = None if first else self.proba
+        self.proba = np.asarray(proba, dtype=np.float64)
+        self._fitted = True
         for key in [k for k in self.cache if k.startswith("fit:")]:
             del self.cache[key]
 
