@@ -225,7 +225,6 @@ class ALState:
         self.prev_pred = None if first else self.pred
         self.prev_proba = None if first else self.proba
         self.proba = np.asarray(proba, dtype=np.float64)
-        self._fitted = True
         for key in [k for k in self.cache if k.startswith("fit:")]:
             del self.cache[key]
 
