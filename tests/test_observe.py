@@ -1,0 +1,54 @@
+"""Observation features: shapes, documented ranges, candidate sources, determinism."""
+from __future__ import annotations
+
+import numpy as np
+
+from metaal.data import make_split
+from metaal.loop import new_state
+from metaal.observe import CANDIDATE_FEATURES, GLOBAL_FEATURES, Observer, margins
+from metaal.state import Task
+
+
+
+def test_shapes_ranges_and_margin_first(shared):
+    for name in ["banknote", "dermatology"]:
+        d = shared(name)
+        t = Task.from_split(d, make_split(d, 0, 10))
+        s = new_state(t, budget=30)
+        obs = Observer(k=32).observe(s, np.random.default_rng(0))
+        assert obs.candidates.shape == (32, len(CANDIDATE_FEATURES))
+        assert obs.global_.shape == (len(GLOBAL_FEATURES),)
+        assert obs.mask.all() and len(set(obs.indices)) == 32
+        assert not s.labeled_mask[obs.indices].any()
+        unl = s.unlabeled_idx
+        assert obs.indices[0] == unl[np.argmin(margins(s.proba[unl]))]  # margin's best first
+        c = obs.candidates
+        assert (c[:, :3] >= 0).all() and (c[:, :3] <= 1 + 1e-6).all()
+        assert (c[:, 4] >= 0).all() and (c[:, 4] <= 1).all() and c[0, 4] == 0
+        assert (c[:, 5] >= 0).all() and (c[:, 5] <= 4).all()
+        assert (c[:, 8:].sum(1) >= 1).all()  # every candidate has a source flag
+        assert ((obs.global_ >= 0) & (obs.global_ <= 1)).all()
+
+
+def test_same_seed_same_observation_and_padding(wine):
+    t = Task.from_split(wine, make_split(wine, 0, 10))
+    a = Observer(k=16).observe(new_state(t, budget=5), np.random.default_rng(7))
+    b = Observer(k=16).observe(new_state(t, budget=5), np.random.default_rng(7))
+    assert np.array_equal(a.candidates, b.candidates) and np.array_equal(a.indices, b.indices)
+    big = Observer(k=200).observe(new_state(t, budget=5), np.random.default_rng(0))
+    n_unl = t.n_pool - 10
+    assert big.mask.sum() == n_unl and (big.indices[n_unl:] == -1).all()
+    assert (big.candidates[n_unl:] == 0).all()
+
+
+def test_disagreement_and_flip_rate_follow_refits(wine):
+    t = Task.from_split(wine, make_split(wine, 0, 4))
+    s = new_state(t, budget=10)
+    o = Observer(k=8)
+    first = o.observe(s, np.random.default_rng(0))
+    assert (first.candidates[:, 3] == 0).all() and first.global_[8] == 0
+    i = first.indices[0]
+    s.add_labels([i], [t.y_pool[i]])
+    second = o.observe(s, np.random.default_rng(0))
+    assert second.candidates[:, 3].max() > 0  # the model changed
+    assert np.isclose(second.global_[8], np.mean(s.prev_pred != s.pred))
