@@ -1,0 +1,114 @@
+"""``metaal compare``: run strategies on datasets over several seeds and report.
+
+::
+
+    metaal compare --data PATH.npz|NAME [PATH ...] --strategies random,margin,policy:default \\
+        [--splits SPLITS.json] [--budget 100] [--initial 10] [--seeds 5] [--learner logreg] \\
+        [--batch-size 1] [--jobs 2] [--backend joblib|ray] --out DIR
+
+Writes ``DIR/curves.csv``, ``DIR/summary.csv``, ``DIR/summary.json``, ``DIR/tb/<strategy>/`` and
+``DIR/curves.png`` (see :mod:`metaal.experiments.report`), then prints a summary table. Every input
+is checked before any cell runs; a mistake is one line ``metaal: error: ...`` and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``compare`` parser to the ``metaal`` command."""
+    p = subparsers.add_parser(
+        "compare",
+        help="compare query strategies on datasets (learning curves, AULC, ranks)",
+        description=(
+            "Run every strategy on every dataset for several seeds with a simulated oracle and "
+            "write curves.csv, summary.csv/json, TensorBoard logs and curves.png into --out."
+        ),
+    )
+    p.add_argument("--data", nargs="+", required=True, metavar="PATH|NAME",
+                   help=".npz/.csv/.libsvm files, names found along METAAL_DATA, or sklearn:NAME")
+    p.add_argument("--strategies", required=True, metavar="LIST",
+                   help="comma-separated strategy names (random,margin,entropy,...,policy:PATH); "
+                        "'all' = every registered heuristic")
+    p.add_argument("--splits", metavar="SPLITS.json",
+                   help="read pool/test/initial splits from JSON (one dataset only); "
+                        "all its splits are used unless --seeds is given")
+    p.add_argument("--budget", type=int, default=100, help="labels to acquire after the initial set (100)")
+    p.add_argument("--initial", type=int, default=10, help="size of the random initial labeled set (10)")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds 0..S-1 (5)")
+    p.add_argument("--learner", default="logreg", help="learner: a name in metaal.learners.LEARNERS, e.g. logreg, svm, rf, knn, gb (logreg)")
+    p.add_argument("--batch-size", type=int, default=1, help="labels per query step (1)")
+    p.add_argument("--jobs", type=int, default=2, help="parallel workers (2)")
+    p.add_argument("--backend", default="joblib", help="joblib (processes on this machine) or ray (joblib)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-plot", action="store_true", help="skip curves.png")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate everything, run the cells, write the reports and print the summary table."""
+    from metaal.data import load_splits
+    from metaal.errors import ConfigError
+    from metaal.experiments.report import format_table, write_report
+    from metaal.experiments.runner import (
+        BACKENDS,
+        check_learner,
+        check_strategies,
+        load_datasets,
+        prepare_tasks,
+        run_cells,
+    )
+
+    # cheap checks first, so a typo never waits for a dataset to load
+    if args.backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {args.backend!r} (use {' or '.join(BACKENDS)})")
+    for opt, val, low in (("--budget", args.budget, 1), ("--initial", args.initial, 2),
+                          ("--batch-size", args.batch_size, 1), ("--jobs", args.jobs, 1)):
+        if val < low:
+            raise ConfigError(f"{opt} must be >= {low} (got {val})")
+    if args.seeds is not None and args.seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1 (got {args.seeds})")
+    strategies = check_strategies(args.strategies)
+    check_learner(args.learner)
+    if args.splits and len(args.data) != 1:
+        raise ConfigError(f"--splits works with exactly one dataset (got {len(args.data)}: {' '.join(args.data)})")
+
+    datasets = load_datasets(args.data)
+    splits = None
+    seeds = args.seeds if args.seeds is not None else 5
+    if args.splits:
+        name, splits = load_splits(args.splits, datasets[0])
+        if name and name != datasets[0].name:
+            print(f"metaal: warning: {args.splits} was written for dataset {name!r}, "
+                  f"using it with {datasets[0].name!r}", file=sys.stderr)
+        if args.seeds is not None:
+            if args.seeds > len(splits):
+                raise ConfigError(f"--seeds {args.seeds} but {args.splits} holds {len(splits)} split(s)")
+            splits = splits[: args.seeds]
+    prepare_tasks(datasets, seeds, args.budget, args.initial, splits)  # budget / split checks, cheap
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    curves = run_cells(
+        datasets, strategies, seeds=seeds, budget=args.budget, initial=args.initial,
+        learner=args.learner, batch_size=args.batch_size, jobs=args.jobs, backend=args.backend,
+        splits=splits, progress=not args.no_progress,
+    )
+    arguments = {k: v for k, v in vars(args).items() if k != "func"}
+    arguments["strategies"] = strategies
+    arguments["seeds"] = sorted({int(c.seed) for c in curves})
+    rep = write_report(curves, out, arguments, plot=not args.no_plot)
+    print(format_table(rep["rows"]))
+    print()
+    print(f"curves:      {rep['curves_csv']}")
+    print(f"summary:     {rep['summary_csv']}")
+    if rep["plot"] is not None:
+        print(f"plot:        {rep['plot']}")
+    print(f"tensorboard: tensorboard --logdir {rep['tb']}")
+    return 0

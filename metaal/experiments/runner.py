@@ -1,0 +1,409 @@
+"""Run many active-learning experiments: datasets x strategies x seeds ("cells").
+
+This is the library side of ``metaal compare`` (and of the agents' evaluation): every cell builds
+its strategy fresh with :func:`metaal.strategies.get` inside the worker (so ``policy:PATH`` works
+wherever the cell runs), simulates it with :func:`metaal.loop.simulate` and returns a
+:class:`~metaal.loop.Curve`. Cells run in-process (``jobs=1``), in joblib processes, or on Ray.
+Results are always returned sorted by (dataset, strategy, seed) in the order the caller gave them,
+and each cell runs with single-threaded BLAS, so the curves are identical bit for bit whatever
+``jobs`` and the backend are.
+
+Typical use::
+
+    from metaal.experiments.runner import run_cells, summarize
+    curves = run_cells(["sklearn:wine"], ["random", "margin"], seeds=3, budget=30, initial=6)
+    rows = summarize(curves)        # one dict per (dataset, strategy), see SUMMARY_COLUMNS
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from metaal.data import Dataset, Split, load_dataset, make_split
+from metaal.errors import ConfigError, MetaalError
+from metaal.loop.simulate import Curve
+
+BACKENDS = ("joblib", "ray")
+CURVE_COLUMNS = ["dataset", "strategy", "seed", "n_labeled", "accuracy", "macro_f1"]
+SUMMARY_COLUMNS = [
+    "dataset",
+    "strategy",
+    "aulc_mean",
+    "aulc_std",
+    "final_accuracy",
+    "mean_rank",
+    "query_seconds",
+]
+RAY_HINT = "pip install metaal[ray]"
+
+
+@dataclass
+class CellJob:
+    """One cell, ready to run: a task (pool, test, initial set) and a strategy name.
+
+    :param dataset: position of the dataset in the caller's list (the sort key).
+    :param strategy: position of the strategy in the caller's list (the sort key).
+    :param seed: the split's seed (seeds the strategy and the learner too).
+    :param task_key: key of the :class:`~metaal.state.Task` in the prepared task table.
+    """
+
+    dataset: int
+    strategy: int
+    seed: int
+    task_key: tuple[int, int]
+    strategy_name: str
+
+    @property
+    def sort_key(self) -> tuple[int, int, int]:
+        return (self.dataset, self.strategy, self.seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# validation
+
+
+def check_strategies(strategies: Sequence[str] | str) -> list[str]:
+    """Expand (``all``) and validate strategy names before any work starts; every one is also
+    instantiated once so that a missing ``policy:PATH`` file fails here, not in a worker.
+
+    :raises ConfigError: for an unknown name or a strategy that cannot be built.
+    """
+    from metaal.strategies import get, parse_list
+
+    names = parse_list(strategies if isinstance(strategies, str) else ",".join(strategies))
+    for name in names:
+        try:
+            get(name)
+        except MetaalError:
+            raise
+        except ImportError as exc:
+            raise ConfigError(f"strategy {name!r} cannot be loaded ({exc})") from None
+    return names
+
+
+def check_learner(learner: Any) -> None:
+    from metaal.learners import LEARNERS
+
+    if isinstance(learner, str) and learner not in LEARNERS:
+        raise ConfigError(f"unknown learner {learner!r} (known: {', '.join(LEARNERS)})")
+
+
+def load_datasets(specs: Sequence["str | os.PathLike | Dataset"]) -> list[Dataset]:
+    """Load datasets (paths, names along ``METAAL_DATA``, ``sklearn:NAME``) and check that each
+    can be used for active learning: numeric features ``X`` present and at least two classes.
+
+    :raises DataError: for a missing, malformed, text-only or single-class dataset.
+    :raises ConfigError: when two datasets have the same name (their results would mix).
+    """
+    if not specs:
+        raise ConfigError("no dataset given")
+    out: list[Dataset] = []
+    for spec in specs:
+        ds = load_dataset(spec)
+        ds.require_features()
+        ds.check_for_learning()
+        if any(d.name == ds.name for d in out):
+            raise ConfigError(f"two datasets are named {ds.name!r}; rename one file")
+        out.append(ds)
+    return out
+
+
+def _seed_list(seeds: "int | Sequence[int]") -> list[int]:
+    if isinstance(seeds, (int, np.integer)):
+        if seeds < 1:
+            raise ConfigError(f"--seeds must be >= 1 (got {seeds})")
+        return list(range(int(seeds)))
+    out = [int(s) for s in seeds]
+    if not out:
+        raise ConfigError("no seed given")
+    if len(set(out)) != len(out):
+        raise ConfigError(f"seeds must be distinct (got {out})")
+    return out
+
+
+def prepare_tasks(
+    datasets: Sequence[Dataset],
+    seeds: "int | Sequence[int]",
+    budget: int,
+    initial: int,
+    splits: Sequence[Split] | None = None,
+) -> dict[tuple[int, int], Any]:
+    """Build the :class:`~metaal.state.Task` of every (dataset, seed) and check the budget.
+
+    :param splits: explicit splits (one dataset only); otherwise the default protocol
+        :func:`metaal.data.make_split` with ``seed`` and ``initial`` for every seed.
+    :returns: ``{(dataset position, seed): Task}``.
+    :raises DataError: when the budget exceeds an unlabeled pool or a split is invalid.
+    """
+    from metaal.state import Task
+
+    if budget < 1:
+        raise ConfigError(f"--budget must be >= 1 (got {budget})")
+    tasks: dict[tuple[int, int], Any] = {}
+    if splits is not None:
+        if len(datasets) != 1:
+            raise ConfigError(
+                f"--splits works with exactly one dataset (got {len(datasets)}); run one compare per dataset"
+            )
+        if not splits:
+            raise ConfigError("the splits file holds no split")
+        seen = [int(s.seed) for s in splits]
+        if len(set(seen)) != len(seen):
+            raise ConfigError(f"the splits' seeds must be distinct (got {seen})")
+        for sp in splits:
+            task = Task.from_split(datasets[0], sp)
+            task.check_budget(budget)
+            tasks[(0, int(sp.seed))] = task
+        return tasks
+    for d, ds in enumerate(datasets):
+        for seed in _seed_list(seeds):
+            task = Task.from_split(ds, make_split(ds, seed, initial))
+            task.check_budget(budget)
+            tasks[(d, seed)] = task
+    return tasks
+
+
+# ----------------------------------------------------------------------------------------------
+# one cell
+
+
+def run_cell(task: Any, strategy: str, budget: int, learner: Any = "logreg", batch_size: int = 1) -> Curve:
+    """Simulate ``strategy`` (a registry name, built here) on ``task`` with ``budget`` labels.
+
+    BLAS runs single-threaded so the curve does not depend on how many cells share the machine.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from metaal.loop.simulate import simulate
+    from metaal.strategies import get
+
+    with threadpool_limits(limits=1):
+        strat = get(strategy)
+        curve = simulate(task, strat, budget, learner=learner, batch_size=batch_size, seed=int(task.seed))
+    curve.strategy = strategy  # the name as given (``policy:PATH`` keeps its path)
+    curve.dataset = task.name
+    return curve
+
+
+# ----------------------------------------------------------------------------------------------
+# backends
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="cells", unit="cell", disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def _run_local(
+    jobs_: list[CellJob], tasks: dict, budget: int, learner: Any, batch_size: int, jobs: int, progress: bool
+) -> list[Curve]:
+    out: list[Curve] = []
+    with _progress(len(jobs_), progress) as bar:
+        if jobs <= 1:
+            for j in jobs_:
+                out.append(run_cell(tasks[j.task_key], j.strategy_name, budget, learner, batch_size))
+                bar.update(1)
+        else:
+            from joblib import Parallel, delayed
+
+            par = Parallel(n_jobs=jobs, backend="loky", return_as="generator")
+            gen = par(
+                delayed(run_cell)(tasks[j.task_key], j.strategy_name, budget, learner, batch_size) for j in jobs_
+            )
+            for curve in gen:
+                out.append(curve)
+                bar.update(1)
+    return out
+
+
+def _run_ray(
+    jobs_: list[CellJob], tasks: dict, budget: int, learner: Any, batch_size: int, jobs: int, progress: bool
+) -> list[Curve]:
+    try:
+        import ray
+        import ray.exceptions
+    except ImportError:
+        raise MetaalError(f"--backend ray needs Ray, which is not installed: {RAY_HINT}") from None
+
+    started = False
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        common = dict(logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
+        if address:
+            ray.init(address=address, **common)
+        else:
+            ray.init(num_cpus=max(int(jobs), 1), **common)
+        started = True
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=0)(run_cell)
+        refs_of_task = {key: ray.put(task) for key, task in tasks.items()}
+        refs = [
+            remote.remote(refs_of_task[j.task_key], j.strategy_name, budget, learner, batch_size) for j in jobs_
+        ]
+        position = {ref: i for i, ref in enumerate(refs)}
+        results: list[Curve | None] = [None] * len(refs)
+        pending = list(refs)
+        with _progress(len(refs), progress) as bar:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    try:
+                        results[position[ref]] = ray.get(ref)
+                    except ray.exceptions.RayTaskError as exc:
+                        cause = getattr(exc, "cause", None)
+                        if isinstance(cause, MetaalError):
+                            raise cause from None
+                        raise
+                    bar.update(1)
+        return [r for r in results if r is not None]
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# ----------------------------------------------------------------------------------------------
+# the public runner
+
+
+def run_cells(
+    datasets: Sequence["str | os.PathLike | Dataset"],
+    strategies: "Sequence[str] | str",
+    seeds: "int | Sequence[int]" = 5,
+    budget: int = 100,
+    initial: int = 10,
+    learner: Any = "logreg",
+    batch_size: int = 1,
+    jobs: int = 1,
+    backend: str = "joblib",
+    splits: Sequence[Split] | None = None,
+    progress: bool = False,
+) -> list[Curve]:
+    """Run every cell dataset x strategy x seed and return the learning curves.
+
+    :param datasets: paths, names along ``METAAL_DATA``, ``sklearn:NAME`` or :class:`Dataset`.
+    :param strategies: registry names (``"margin"``, ``"policy:PATH"``) or a comma-separated
+        string; ``all`` expands to every registered heuristic.
+    :param seeds: a number ``S`` (seeds ``0..S-1``) or explicit seeds; ignored with ``splits``.
+    :param budget: labels to acquire after the initial set.
+    :param initial: size of the random initial labeled set (default protocol only).
+    :param learner: a name in :data:`metaal.learners.LEARNERS` or a scikit-learn estimator.
+    :param batch_size: labels per step.
+    :param jobs: parallel workers (processes for joblib, CPUs of a local Ray instance).
+    :param backend: ``"joblib"`` or ``"ray"`` (``ray.init(num_cpus=jobs)``, or the cluster at
+        ``RAY_ADDRESS``).
+    :param splits: explicit splits for a single dataset (see :func:`metaal.data.load_splits`).
+    :param progress: show a progress bar (stderr).
+    :returns: one :class:`~metaal.loop.Curve` per cell, sorted by (dataset, strategy, seed) in
+        the given order; identical whatever ``jobs`` and ``backend`` are.
+    :raises MetaalError: for any invalid input, before any cell runs.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r} (use {' or '.join(BACKENDS)})")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1 (got {batch_size})")
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1 (got {jobs})")
+    names = check_strategies(strategies)
+    check_learner(learner)
+    dsets = load_datasets(datasets)
+    tasks = prepare_tasks(dsets, seeds, budget, initial, splits)
+    jobs_ = [
+        CellJob(dataset=d, strategy=s, seed=seed, task_key=(d, seed), strategy_name=name)
+        for (d, seed) in tasks
+        for s, name in enumerate(names)
+    ]
+    jobs_.sort(key=lambda j: j.sort_key)
+    runner: Callable[..., list[Curve]] = _run_ray if backend == "ray" else _run_local
+    curves = runner(jobs_, tasks, budget, learner, batch_size, jobs, progress)
+    # the backends keep submission order; sort again so the contract does not depend on that
+    ds_pos = {ds.name: d for d, ds in enumerate(dsets)}
+    st_pos = {name: s for s, name in enumerate(names)}
+    return sorted(curves, key=lambda c: (ds_pos[c.dataset], st_pos[c.strategy], int(c.seed)))
+
+
+# ----------------------------------------------------------------------------------------------
+# metrics
+
+
+def _ordered_unique(values: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for v in values:
+        if v not in out:
+            out.append(v)
+    return out
+
+
+def rank_table(curves: Sequence[Curve]) -> dict[tuple[str, str], list[float]]:
+    """Ranks by AULC among the strategies of each (dataset, seed), 1 = best, ties averaged.
+
+    :returns: ``{(dataset, strategy): [rank for each seed]}``.
+    """
+    from scipy.stats import rankdata
+
+    groups: dict[tuple[str, int], list[Curve]] = {}
+    for c in curves:
+        groups.setdefault((c.dataset, int(c.seed)), []).append(c)
+    ranks: dict[tuple[str, str], list[float]] = {}
+    for (ds, _seed), group in groups.items():
+        r = rankdata([-c.aulc for c in group], method="average")
+        for c, rk in zip(group, r):
+            ranks.setdefault((ds, c.strategy), []).append(float(rk))
+    return ranks
+
+
+def summarize(curves: Sequence[Curve]) -> list[dict[str, Any]]:
+    """One row per (dataset, strategy), in the order of first appearance, with
+    :data:`SUMMARY_COLUMNS`: mean and standard deviation (over seeds, ``ddof=0``) of the AULC,
+    mean final accuracy, mean rank by AULC among strategies on each dataset/seed (1 = best, ties
+    averaged) and mean seconds per query."""
+    ranks = rank_table(curves)
+    rows = []
+    for ds in _ordered_unique(c.dataset for c in curves):
+        for st in _ordered_unique(c.strategy for c in curves if c.dataset == ds):
+            cs = [c for c in curves if c.dataset == ds and c.strategy == st]
+            aulc = np.array([c.aulc for c in cs])
+            rows.append(
+                {
+                    "dataset": ds,
+                    "strategy": st,
+                    "aulc_mean": float(aulc.mean()),
+                    "aulc_std": float(aulc.std()),
+                    "final_accuracy": float(np.mean([c.final_accuracy for c in cs])),
+                    "mean_rank": float(np.mean(ranks[(ds, st)])),
+                    "query_seconds": float(np.mean([c.seconds_per_query for c in cs])),
+                    "n_seeds": len(cs),
+                }
+            )
+    return rows
+
+
+def mean_curves(curves: Sequence[Curve]) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    """Mean and std over seeds of each (dataset, strategy) curve, aligned on ``n_labeled``.
+
+    :returns: ``{(dataset, strategy): {"n_labeled": (T,), "accuracy": (T,), "accuracy_std": (T,),
+        "macro_f1": (T,), "macro_f1_std": (T,)}}``; a point averages the seeds that reach it.
+    """
+    out: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    for ds in _ordered_unique(c.dataset for c in curves):
+        for st in _ordered_unique(c.strategy for c in curves if c.dataset == ds):
+            cs = [c for c in curves if c.dataset == ds and c.strategy == st]
+            steps = np.unique(np.concatenate([c.n_labeled for c in cs]))
+            acc = {int(n): [] for n in steps}
+            f1 = {int(n): [] for n in steps}
+            for c in cs:
+                for n, a, f in zip(c.n_labeled, c.accuracy, c.macro_f1):
+                    acc[int(n)].append(a)
+                    f1[int(n)].append(f)
+            out[(ds, st)] = {
+                "n_labeled": steps,
+                "accuracy": np.array([np.mean(acc[int(n)]) for n in steps]),
+                "accuracy_std": np.array([np.std(acc[int(n)]) for n in steps]),
+                "macro_f1": np.array([np.mean(f1[int(n)]) for n in steps]),
+                "macro_f1_std": np.array([np.std(f1[int(n)]) for n in steps]),
+            }
+    return out
