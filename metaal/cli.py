@@ -15,6 +15,8 @@ from metaal.errors import MetaalError
 
 COMMAND_MODULES = [
     "metaal.experiments.compare",
+    "metaal.featurize_cli",
+    "metaal.label_cli",
 ]
 
 

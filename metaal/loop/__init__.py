@@ -1,5 +1,6 @@
 """The labeling loop: :func:`simulate` for experiments (and, in :mod:`metaal.loop.active`, the
 :class:`ActiveLearner` for real labeling with a durable store)."""
 from metaal.loop.simulate import Curve, evaluate, new_state, simulate, strategy_rng
+from metaal.loop.active import ActiveLearner, QueryItem
 
-__all__ = ["Curve", "evaluate", "new_state", "simulate", "strategy_rng"]
+__all__ = ["ActiveLearner", "QueryItem", "Curve", "evaluate", "new_state", "simulate", "strategy_rng"]

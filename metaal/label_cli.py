@@ -1,0 +1,272 @@
+"""``metaal label``: label data in the browser (or with an oracle), with a durable store.
+
+Examples::
+
+    metaal label --data woodknots_resnet18 --store knots.sqlite            # browser, port 8765
+    metaal label --data woodknots_resnet18 --store knots.sqlite --oracle y --n 30
+    metaal label --store knots.sqlite --export knots_out/                  # CSV, JSONL, model, report
+
+The web app (FastAPI + uvicorn on 127.0.0.1) serves one page from ``metaal/web/index.html``: the
+next queried item (its text, the image as PNG, or a summary of its features), the model's guess and
+confidence, one button per class, skip and undo, the learning curve and the label counts. Every
+answer is written to the store before the page moves on, so stopping the server (or a crash) loses
+nothing; running the same command again resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metaal.errors import ConfigError, DataError, MetaalError
+
+WEB_DIR = Path(__file__).parent / "web"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None, help="dataset with features (name, .npz, sklearn:NAME); optional when --store exists")
+    p.add_argument("--strategy", default="margin", help="query strategy (margin, entropy, random, policy:PATH, ...)")
+    p.add_argument("--store", default=None, help="session file PATH.sqlite (resumed if it exists); default: in memory")
+    p.add_argument("--learner", default="logreg", help="learner: logreg, svm, rf, knn, gb")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--initial", type=int, default=2, help="random cold-start labels before the strategy takes over (and until 2 classes)")
+    p.add_argument("--test-size", type=float, default=0.3, help="share of a labeled dataset held out to measure accuracy")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--oracle", default=None, help="answer automatically from known labels: labels.npy (one per row) or 'y' (the dataset's labels)")
+    p.add_argument("--n", type=int, default=30, help="with --oracle: stop when this many items are labeled")
+    p.add_argument("--delay", type=float, default=0.0, help="with --oracle: seconds before each answer")
+    p.add_argument("--export", default=None, metavar="DIR", help="write labels (CSV, JSONL), model.joblib and report.png to DIR")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "label",
+        help="label data in the browser (or with --oracle), resumable",
+        description="Active labeling with a local web app (127.0.0.1) or an automatic oracle; "
+        "answers are kept in a SQLite store and a restart resumes.",
+    )
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def make_learner_from_args(args: argparse.Namespace) -> Any:
+    from metaal.loop.active import ActiveLearner
+    from metaal.store import Store
+
+    data = args.data
+    store = None
+    if args.store is not None:
+        store = Store(args.store)
+        if data is None:
+            if store.is_new:
+                raise ConfigError(f"store {args.store} is new: give --data")
+            data = store.meta["dataset"]
+    if data is None:
+        raise ConfigError("give --data (and --store PATH.sqlite to keep the answers)")
+    if store is not None and not store.is_new:
+        # a resumed session keeps its own settings unless they are given explicitly
+        m = store.meta
+        if args.strategy == "margin" and m.get("strategy") != "margin":
+            args.strategy = m["strategy"]
+        if args.learner == "logreg" and m.get("learner") != "logreg":
+            args.learner = m["learner"]
+        if args.seed == 0 and m.get("seed", 0) != 0:
+            args.seed = m["seed"]
+    return ActiveLearner(
+        data,
+        strategy=args.strategy,
+        learner=args.learner,
+        store=store,
+        seed=args.seed,
+        initial=args.initial,
+        test_size=args.test_size,
+    )
+
+
+def oracle_labels(spec: str, learner: Any) -> np.ndarray:
+    if spec in ("y", "dataset"):
+        if learner.dataset is None:
+            raise ConfigError("--oracle y needs a dataset with labels")
+        return learner.dataset.y
+    try:
+        y = np.load(spec, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{spec}: cannot read oracle labels ({exc})") from None
+    return np.asarray(y)
+
+
+def run(args: argparse.Namespace) -> int:
+    al = make_learner_from_args(args)
+    if al.resumed:
+        print(f"resumed {al.store.path}: {al.n_labeled} labels", flush=True)
+    if args.oracle is not None:
+        from metaal.loop.active import run_oracle
+
+        y = oracle_labels(args.oracle, al)
+
+        def show(q: Any, lab: int, prog: dict[str, Any]) -> None:
+            acc = prog["accuracy"]
+            print(
+                f"labeled {prog['n_labeled']} id={q.id} class={al.classes[lab]} reason={q.reason} "
+                f"accuracy={'-' if acc is None else f'{acc:.3f}'}",
+                flush=True,
+            )
+
+        prog = run_oracle(al, y, args.n, delay=args.delay, callback=show)
+        acc = prog["accuracy"]
+        print(f"done: {prog['n_labeled']} labels, accuracy {'-' if acc is None else f'{acc:.3f}'}", flush=True)
+    if args.export is not None:
+        paths = al.export(args.export)
+        print("wrote " + ", ".join(str(p) for p in paths.values()), flush=True)
+    if args.oracle is None and args.export is None:
+        serve(al, host=args.host, port=args.port)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# web app
+
+
+def display(al: Any, item_id: int) -> dict[str, Any]:
+    """What the page shows for an item: its text, an image URL, or a features summary."""
+    ds = al.dataset
+    if ds is not None and ds.text is not None:
+        return {"kind": "text", "text": str(ds.text[item_id])}
+    if ds is not None and ds.images is not None:
+        return {"kind": "image", "url": f"/api/image/{item_id}.png"}
+    x = al.X[item_id]
+    z = al.X_pool[al._pos[item_id]] if item_id in al._pos else np.zeros_like(x)
+    names = ds.extras.get("feature_names") if ds is not None else None
+    top = np.argsort(-np.abs(z), kind="stable")[:12]
+    return {
+        "kind": "features",
+        "n_features": int(len(x)),
+        "features": [
+            {"name": str(names[j]) if names is not None and len(names) == len(x) else f"x{j}", "value": float(x[j]), "z": float(z[j])}
+            for j in top
+        ],
+    }
+
+
+def image_png(images: np.ndarray, item_id: int, min_size: int = 160) -> bytes:
+    """PNG bytes of ``images[item_id]`` (``(H, W)`` or ``(H, W, C)``), upscaled (nearest) to at least
+    ``min_size`` pixels on its short side."""
+    from PIL import Image
+
+    a = np.asarray(images[item_id])
+    if a.dtype != np.uint8:
+        f = a.astype(np.float64)
+        lo, hi = float(f.min()), float(f.max())
+        a = np.zeros(f.shape, np.uint8) if hi <= lo else ((f - lo) / (hi - lo) * 255).astype(np.uint8)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    s = max(1, int(np.ceil(min_size / max(1, min(a.shape[:2])))))
+    a = np.repeat(np.repeat(a, s, axis=0), s, axis=1)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def create_app(al: Any) -> Any:
+    """The FastAPI app serving the labeling page and its JSON API for ActiveLearner ``al``."""
+    try:
+        from fastapi import Body, FastAPI
+        from fastapi.responses import HTMLResponse, JSONResponse, Response
+    except ImportError:
+        raise ConfigError("the labeling web app needs fastapi and uvicorn: pip install metaal") from None
+    from metaal.errors import LabelError
+
+    app = FastAPI(title="metaal label")
+    page = (WEB_DIR / "index.html").read_text(encoding="utf-8")
+    dataset_name = str(al.meta.get("dataset", ""))
+
+    def state() -> dict[str, Any]:
+        items = al.query(1)
+        item = None
+        if items:
+            item = items[0].to_dict()
+            item["display"] = display(al, item["id"])
+        return {"dataset": Path(dataset_name).name, "classes": [str(c) for c in al.classes], "item": item, "progress": al.progress()}
+
+    def error(exc: Exception, status: int = 400) -> Any:
+        return JSONResponse({"error": str(exc)}, status_code=status)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index():  # noqa: ANN202
+        return page
+
+    @app.get("/api/state")
+    def get_state():  # noqa: ANN202
+        return state()
+
+    @app.get("/api/progress")
+    def get_progress():  # noqa: ANN202
+        return al.progress()
+
+    @app.post("/api/label")
+    def post_label(payload: dict = Body(...)):  # noqa: ANN202, B008
+        try:
+            if "id" not in payload or "label" not in payload:
+                raise LabelError("send {'id': ITEM, 'label': CLASS}")
+            al.teach([int(payload["id"])], [payload["label"]])
+        except (MetaalError, ValueError, TypeError) as exc:
+            return error(exc)
+        return state()
+
+    @app.post("/api/skip")
+    def post_skip(payload: dict = Body(...)):  # noqa: ANN202, B008
+        try:
+            al.skip(int(payload["id"]))
+        except (MetaalError, KeyError, ValueError, TypeError) as exc:
+            return error(exc)
+        return state()
+
+    @app.post("/api/undo")
+    def post_undo(payload: dict = Body(default={})):  # noqa: ANN202, B008
+        al.undo()
+        return state()
+
+    @app.get("/api/image/{item_id}.png")
+    def get_image(item_id: int):  # noqa: ANN202
+        ds = al.dataset
+        if ds is None or ds.images is None:
+            return error(DataError("this dataset has no images"), 404)
+        if not 0 <= item_id < ds.n:
+            return error(DataError(f"no item {item_id}"), 404)
+        return Response(image_png(ds.images, item_id), media_type="image/png")
+
+    return app
+
+
+def serve(al: Any, host: str = "127.0.0.1", port: int = 8765) -> None:
+    """Serve the labeling page until interrupted."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError("the labeling web app needs uvicorn: pip install metaal") from None
+    app = create_app(al)
+    print(f"labeling {al.meta.get('dataset')} at http://{host}:{port}/  (Ctrl-C to stop; answers are saved)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m metaal.label_cli ...``: the ``label`` command on its own."""
+    parser = argparse.ArgumentParser(prog="metaal label")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except MetaalError as exc:
+        print(f"metaal: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,466 @@
+"""Real labeling: :class:`ActiveLearner` asks a person (or an oracle) for labels, retrains, and keeps
+every answer in a durable :class:`~metaal.store.Store` so that a session survives a crash.
+
+It runs on the same :class:`~metaal.state.ALState`, learners and strategies as
+:func:`metaal.loop.simulate`, so a strategy (a heuristic or a learned ``policy:...``) behaves at
+labeling time exactly as in simulation.
+
+Protocol:
+
+* **Pool and held-out set.** When the data carry labels (a :class:`~metaal.data.Dataset`) and
+  ``test_size > 0``, a stratified ``test_size`` share of the rows (``random_state=seed``, as in the
+  default protocol) is held out: it is never offered for labeling and measures accuracy after every
+  answer. Otherwise (a bare feature matrix, or ``test_size=0``) every row is in the pool and no
+  accuracy is reported. Features are standardized with statistics of the whole pool
+  (:func:`metaal.state.standardize`).
+* **Cold start.** Before ``initial`` labels exist and while fewer than two classes are labeled,
+  queries are random pool items (reason ``random (cold start)``, ``fallback=True``): an uncertainty
+  strategy has nothing to be uncertain about yet.
+* **Query order.** Each query is recorded before it is shown. Queried items that have no answer yet
+  are offered again first (after a crash, a restart or a reload of the web page); the strategy's
+  generator for query number ``q`` is ``default_rng([seed, 0x5EED, q])``, so a resumed session
+  asks exactly what an uninterrupted one would have asked.
+* **Resume.** Creating an :class:`ActiveLearner` on an existing store replays every label (one refit
+  on all of them) and continues; the store refuses a session with other features, classes, pool,
+  seed, strategy or learner.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from metaal.data import Dataset, load_dataset
+from metaal.errors import ConfigError, DataError, LabelError
+from metaal.learners import Learner, make_learner
+from metaal.state import ALState, standardize
+from metaal.store import Store
+from metaal.strategies import Strategy, get
+
+COLD_START_REASON = "random (cold start)"
+
+
+@dataclass
+class QueryItem:
+    """One item to label.
+
+    :param id: the item's row in the dataset (the id used by :meth:`ActiveLearner.teach`).
+    :param position: its position in the pool.
+    :param reason: why it was chosen: the strategy's name, ``random (cold start)``, or the name
+        followed by ``(fallback: margin)`` when a learned policy could not run and its fallback
+        heuristic chose (``LearnedStrategy.is_fallback``).
+    :param fallback: True when the item was not chosen by the requested strategy itself.
+    :param score: the strategy's score of the item when it has one (higher = more informative).
+    :param guess: the current model's predicted class name; ``guess_index`` its index.
+    :param confidence: the model's probability of ``guess``.
+    :param query_id: the id of the recorded query in the store.
+    """
+
+    id: int
+    position: int
+    reason: str
+    strategy: str
+    fallback: bool
+    score: float | None
+    guess: str
+    guess_index: int
+    confidence: float
+    query_id: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def features_checksum(X: np.ndarray) -> str:
+    """SHA-256 of the float32 features (shape included), to tie a store to its data."""
+    a = np.ascontiguousarray(np.asarray(X, dtype=np.float32))
+    h = hashlib.sha256(str(a.shape).encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+class ActiveLearner:
+    """Query, teach, retrain, resume.
+
+    :param data: a :class:`~metaal.data.Dataset`, a dataset spec for
+        :func:`metaal.data.load_dataset` (path, name along ``METAAL_DATA``, ``sklearn:wine``), or a
+        bare feature matrix ``(n, d)`` (then ``classes`` is required and no accuracy is reported).
+    :param strategy: a :class:`~metaal.strategies.Strategy` or a name for
+        :func:`metaal.strategies.get` (``margin``, ``entropy``, ``policy:PATH``, ...).
+    :param learner: a learner name (``logreg``, ``svm``, ...) or a scikit-learn estimator.
+    :param store: None (an in-memory store), a path to a ``.sqlite`` file (created or resumed),
+        or a :class:`~metaal.store.Store`.
+    :param seed: seeds the held-out split, the cold-start draws and the strategy's generator.
+    :param initial: random cold-start queries until at least this many labels (and two classes).
+    :param classes: class names ``(C,)`` for a bare feature matrix.
+    :param test_size: share of a labeled dataset held out to measure accuracy (0 for none).
+    :param checkpoint_every: save the model in the store every this many labels (0: never).
+    """
+
+    def __init__(
+        self,
+        data: "Dataset | np.ndarray | str | os.PathLike",
+        strategy: "Strategy | str" = "margin",
+        learner: "str | Any" = "logreg",
+        store: "Store | str | os.PathLike | None" = None,
+        seed: int = 0,
+        initial: int = 2,
+        classes: Sequence[str] | None = None,
+        test_size: float = 0.3,
+        checkpoint_every: int = 10,
+    ) -> None:
+        self._lock = threading.RLock()
+        self.seed = int(seed)
+        self.initial = int(initial)
+        self.checkpoint_every = int(checkpoint_every)
+        source = None
+        if isinstance(data, np.ndarray):
+            if classes is None or len(classes) < 2:
+                raise ConfigError("a bare feature matrix needs classes= (at least two class names)")
+            X = np.asarray(data, dtype=np.float32)
+            if X.ndim != 2 or not np.all(np.isfinite(X)):
+                raise DataError(f"features must be a finite 2-D array (n, d), got shape {X.shape}")
+            self.dataset: Dataset | None = None
+            self.classes = np.asarray([str(c) for c in classes])
+            y = None
+        else:
+            if not isinstance(data, Dataset):
+                source = str(Path(data).resolve()) if Path(str(data)).is_file() else str(data)
+            self.dataset = load_dataset(data)
+            X = self.dataset.require_features()
+            self.classes = self.dataset.classes
+            y = self.dataset.y
+        self.X = X
+        n = X.shape[0]
+        if y is not None and test_size > 0:
+            from sklearn.model_selection import train_test_split
+
+            counts = np.bincount(y)
+            strat = y if counts[counts > 0].min() >= 2 else None
+            try:
+                pool, test = train_test_split(np.arange(n), test_size=test_size, stratify=strat, random_state=self.seed)
+            except ValueError as exc:
+                raise DataError(f"cannot hold out a test set ({exc})") from None
+            pool, test = np.sort(pool), np.sort(test)
+        else:
+            pool, test = np.arange(n), np.zeros(0, dtype=np.int64)
+        self.pool_ids = np.asarray(pool, dtype=np.int64)
+        self.test_ids = np.asarray(test, dtype=np.int64)
+        self._pos = {int(r): i for i, r in enumerate(self.pool_ids)}
+        self.X_pool, self.X_test = standardize(X[self.pool_ids], X[self.test_ids])
+        self.y_test = None if y is None else y[self.test_ids]
+        self.strategy = get(strategy) if isinstance(strategy, str) else strategy
+        self.strategy_name = strategy if isinstance(strategy, str) else getattr(strategy, "name", type(strategy).__name__)
+        self.learner_spec = learner
+        learner_name = learner if isinstance(learner, str) else type(learner).__name__
+
+        self.store = store if isinstance(store, Store) else Store(":memory:" if store is None else store)
+        self.resumed = not self.store.is_new
+        meta = {
+            "dataset": source or (self.dataset.name if self.dataset is not None else "array"),
+            "strategy": self.strategy_name,
+            "learner": learner_name,
+            "classes": [str(c) for c in self.classes],
+            "seed": self.seed,
+            "initial": self.initial,
+            "features_sha256": features_checksum(X),
+            "n_items": int(n),
+            "pool": [int(i) for i in self.pool_ids],
+            "test_size": float(test_size) if y is not None else 0.0,
+        }
+        self.meta = self.store.init_session(
+            meta, check=("features_sha256", "classes", "pool", "seed", "strategy", "learner")
+        )
+        self._rebuild()
+        self.strategy.reset(self.state, np.random.default_rng([self.seed, 0x5EED]))
+
+    # -- state ------------------------------------------------------------------------------------
+    def _rebuild(self) -> None:
+        """(Re)build the ALState from the labels in the store: one refit on all of them."""
+        lrn = make_learner(self.learner_spec, len(self.classes), seed=self.seed)
+        self.state = ALState(self.X_pool, len(self.classes), lrn, budget=None, classes=self.classes)
+        rows = self.store.labels()
+        for _, item, _, _ in rows:
+            if item not in self._pos:
+                raise DataError(f"store {self.store.path}: labeled item {item} is not in this pool")
+        if rows:
+            pos = np.array([self._pos[i] for _, i, _, _ in rows], dtype=np.int64)
+            labs = np.array([lab for _, _, lab, _ in rows], dtype=np.int64)
+            self.state.add_labels(pos, labs, refit=True, record=False)
+            self.state.history = [np.array([p]) for p in pos]
+
+    @property
+    def model(self) -> Learner:
+        """The learner fitted on every label so far."""
+        return self.state.learner
+
+    @property
+    def n_labeled(self) -> int:
+        return self.state.n_labeled
+
+    @property
+    def cold_start(self) -> bool:
+        """True while queries are random: fewer than ``initial`` labels or fewer than two classes."""
+        y = self.state.y_labeled
+        return len(y) < self.initial or len(np.unique(y)) < 2
+
+    def class_index(self, label: Any) -> int:
+        """A class index from an index or a class name.
+
+        :raises LabelError: for an unknown name or an index out of range.
+        """
+        if isinstance(label, (str, np.str_)):
+            names = [str(c) for c in self.classes]
+            if str(label) in names:
+                return names.index(str(label))
+            if str(label).lstrip("-").isdigit():
+                label = int(label)
+            else:
+                raise LabelError(f"unknown class {label!r} (classes: {', '.join(names)})")
+        if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)):
+            raise LabelError(f"a label must be a class index or a class name, got {label!r}")
+        if not 0 <= int(label) < len(self.classes):
+            raise LabelError(f"unknown class index {int(label)} (classes are 0..{len(self.classes) - 1})")
+        return int(label)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def _item(self, pos: int, reason: str, fallback: bool, score: float | None, query_id: int) -> QueryItem:
+        p = self.state.proba[pos]
+        g = int(np.argmax(p))
+        return QueryItem(
+            id=int(self.pool_ids[pos]),
+            position=int(pos),
+            reason=reason,
+            strategy=self.strategy_name,
+            fallback=fallback,
+            score=None if score is None else float(score),
+            guess=str(self.classes[g]),
+            guess_index=g,
+            confidence=float(p[g]),
+            query_id=int(query_id),
+        )
+
+    def query(self, k: int = 1) -> list[QueryItem]:
+        """The next ``k`` items to label: unanswered earlier queries first, then new picks of the
+        strategy (random during the cold start). New picks are recorded in the store.
+
+        :returns: up to ``k`` items (fewer when the pool runs out).
+        """
+        if k < 1:
+            raise ConfigError(f"k must be >= 1 (got {k})")
+        with self._lock:
+            st = self.state
+            out: list[QueryItem] = []
+            pending = self.store.pending()
+            for item, qid, reason, score in pending:
+                if len(out) == k:
+                    break
+                pos = self._pos[item]
+                if not st.labeled_mask[pos]:
+                    out.append(self._item(pos, reason, reason.endswith(")"), score, qid))
+            m = k - len(out)
+            if m == 0:
+                return out
+            excluded = {self._pos[i] for i in self.store.skipped()} | {self._pos[p[0]] for p in pending}
+            free = np.array([p for p in st.unlabeled_idx if int(p) not in excluded], dtype=np.int64)
+            if free.size == 0:
+                return out
+            m = min(m, free.size)
+            rng = np.random.default_rng([self.seed, 0x5EED, self.store.n_queries])
+            scores: dict[int, float] = {}
+            if self.cold_start:
+                picks = rng.permutation(free)[:m]
+                reason, fallback = COLD_START_REASON, True
+            else:
+                n_unl = len(st.unlabeled_idx)
+                ask = min(n_unl, m + len(excluded & set(int(p) for p in st.unlabeled_idx)))
+                chosen = np.asarray(self.strategy.select(st, ask, rng), dtype=np.int64).reshape(-1)
+                picks = np.array([p for p in chosen if int(p) not in excluded][:m], dtype=np.int64)
+                fallback = bool(getattr(self.strategy, "is_fallback", False))
+                fb_name = getattr(self.strategy, "fallback_name", "heuristic")
+                reason = f"{self.strategy_name} (fallback: {fb_name})" if fallback else self.strategy_name
+                if getattr(self.strategy, "has_score", False):
+                    try:
+                        s = np.asarray(self.strategy.score(st), dtype=np.float64)
+                        scores = {int(p): float(v) for p, v in zip(st.unlabeled_idx, s)}
+                    except (NotImplementedError, ValueError, TypeError):
+                        scores = {}
+            sc = [scores.get(int(p)) for p in picks]
+            qid = self.store.add_query([int(self.pool_ids[p]) for p in picks], reason, sc)
+            out.extend(self._item(int(p), reason, fallback, s, qid) for p, s in zip(picks, sc))
+            return out
+
+    def teach(self, ids: "int | Sequence[int]", labels: "Any | Sequence[Any]") -> int:
+        """Record answers and retrain.
+
+        :param ids: item ids (dataset rows) as returned by :meth:`query`; one or a sequence.
+        :param labels: class indices or class names, one per id.
+        :returns: the number of new labels (repeating an identical answer adds none).
+        :raises LabelError: unknown class, id not in the pool, or an id already labeled differently;
+            nothing is stored or learned then.
+        """
+        ids_l = [int(i) for i in np.atleast_1d(np.asarray(ids)).tolist()]
+        labs_in = labels if isinstance(labels, (list, tuple, np.ndarray)) else [labels]
+        labs = [self.class_index(v) for v in labs_in]
+        if len(ids_l) != len(labs):
+            raise LabelError(f"{len(ids_l)} ids but {len(labs)} labels")
+        with self._lock:
+            qids = {item: qid for item, qid, _, _ in self.store.pending()}
+            qid = qids.get(ids_l[0]) if ids_l else None
+            new = self.store.add_labels(ids_l, labs, query_id=qid)
+            if not new:
+                return 0
+            pos = np.array([self._pos[i] for i, _ in new], dtype=np.int64)
+            self.state.add_labels(pos, np.array([lab for _, lab in new], dtype=np.int64))
+            self._evaluate_and_checkpoint()
+            return len(new)
+
+    def _evaluate_and_checkpoint(self) -> None:
+        n = self.state.n_labeled
+        acc, f1 = self.evaluate()
+        self.store.add_curve_point(n, acc, f1)
+        if self.checkpoint_every > 0 and n % self.checkpoint_every == 0:
+            self.store.save_checkpoint(self.model, n)
+
+    def evaluate(self) -> tuple[float | None, float | None]:
+        """Accuracy and macro-F1 on the held-out set (None without one)."""
+        from metaal.loop.simulate import evaluate
+
+        if self.y_test is None or len(self.y_test) == 0:
+            return None, None
+        return evaluate(self.model, self.X_test, self.y_test)
+
+    def skip(self, item: int) -> None:
+        """Never offer ``item`` again (recorded in the store)."""
+        with self._lock:
+            self.store.skip(item)
+
+    def undo(self) -> tuple[int, str] | None:
+        """Remove the last label and retrain; returns ``(item id, class name)`` removed, or None."""
+        with self._lock:
+            gone = self.store.undo()
+            if gone is None:
+                return None
+            self._rebuild()
+            return gone[0], str(self.classes[gone[1]])
+
+    def progress(self) -> dict[str, Any]:
+        """Number labeled, label counts per class, the latest held-out accuracy and the curve."""
+        with self._lock:
+            counts = np.bincount(self.state.y_labeled, minlength=len(self.classes))
+            curve = [{"n_labeled": n, "accuracy": a, "macro_f1": f} for n, a, f in self.store.curve()]
+            last = curve[-1] if curve and curve[-1]["n_labeled"] == self.state.n_labeled else None
+            return {
+                "n_labeled": self.state.n_labeled,
+                "n_pool": self.state.n_pool,
+                "n_unlabeled": self.state.n_pool - self.state.n_labeled,
+                "n_skipped": len(self.store.skipped()),
+                "n_test": int(len(self.test_ids)),
+                "counts": {str(c): int(v) for c, v in zip(self.classes, counts)},
+                "accuracy": None if last is None else last["accuracy"],
+                "macro_f1": None if last is None else last["macro_f1"],
+                "curve": curve,
+                "strategy": self.strategy_name,
+                "cold_start": self.cold_start,
+            }
+
+    # -- export -----------------------------------------------------------------------------------
+    def export(self, out: str | os.PathLike) -> dict[str, Path]:
+        """Write the labeled data and the model to folder ``out``.
+
+        Files: ``labels.csv`` and ``labels.jsonl`` (id, label, class, time, and the text when the
+        dataset has text), ``model.joblib`` (the fitted :class:`~metaal.learners.Learner`),
+        ``report.png`` (learning curve and class balance) and ``report.json`` (:meth:`progress`).
+        """
+        import joblib
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            rows = self.store.labels()
+            text = self.dataset.text if self.dataset is not None else None
+            records = []
+            for seq, item, lab, t in rows:
+                r: dict[str, Any] = {"seq": seq, "id": item, "label": lab, "class": str(self.classes[lab]), "time": t}
+                if text is not None:
+                    r["text"] = str(text[item])
+                records.append(r)
+            paths = {"csv": out / "labels.csv", "jsonl": out / "labels.jsonl", "model": out / "model.joblib",
+                     "report_png": out / "report.png", "report_json": out / "report.json"}
+            fields = ["seq", "id", "label", "class", "time"] + (["text"] if text is not None else [])
+            with open(paths["csv"], "w", newline="", encoding="utf-8") as fh:
+                w = csv.DictWriter(fh, fieldnames=fields)
+                w.writeheader()
+                w.writerows(records)
+            with open(paths["jsonl"], "w", encoding="utf-8") as fh:
+                for r in records:
+                    fh.write(json.dumps(r) + "\n")
+            joblib.dump(self.model, paths["model"])
+            prog = self.progress()
+            paths["report_json"].write_text(json.dumps(prog, indent=2))
+            _report_png(prog, paths["report_png"], title=str(self.meta.get("dataset", "")))
+        return paths
+
+
+def _report_png(prog: dict[str, Any], path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    pts = [(p["n_labeled"], p["accuracy"]) for p in prog["curve"] if p["accuracy"] is not None]
+    if pts:
+        a1.plot([p[0] for p in pts], [p[1] for p in pts], marker=".")
+        a1.set_ylabel("held-out accuracy")
+    else:
+        a1.text(0.5, 0.5, "no held-out labels", ha="center", va="center", transform=a1.transAxes)
+    a1.set_xlabel("labels")
+    a1.set_title("learning curve")
+    names = list(prog["counts"])
+    a2.bar(range(len(names)), [prog["counts"][c] for c in names])
+    a2.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    a2.set_title("class balance of the labels")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_oracle(
+    learner: ActiveLearner,
+    oracle: np.ndarray,
+    n: int,
+    delay: float = 0.0,
+    callback: Callable[[QueryItem, int, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Answer queries from known labels until ``n`` items are labeled (earlier labels of a resumed
+    session count) or the pool runs out.
+
+    :param oracle: labels of every dataset row, shape ``(n_items,)``, class indices.
+    :param delay: seconds to wait before each answer (a simulated annotator).
+    :param callback: called after each answer with ``(item, label, progress)``.
+    """
+    oracle = np.asarray(oracle)
+    if oracle.ndim != 1 or len(oracle) != learner.X.shape[0]:
+        raise DataError(f"oracle labels must have shape ({learner.X.shape[0]},), got {oracle.shape}")
+    while learner.n_labeled < n:
+        items = learner.query(1)
+        if not items:
+            break
+        q = items[0]
+        if delay > 0:
+            time.sleep(delay)
+        lab = learner.class_index(int(oracle[q.id]))
+        learner.teach([q.id], [lab])
+        if callback is not None:
+            callback(q, lab, learner.progress())
+    return learner.progress()

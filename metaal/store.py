@@ -1,0 +1,353 @@
+"""A durable SQLite store for a labeling session.
+
+One file holds everything needed to resume a session after a crash: the session's meta data
+(dataset path, strategy, classes, seed, a checksum of the features, the pool ids), every label with
+its time and sequence number, every query (its items, the reason, the scores), skipped items and
+model checkpoints. The database runs in WAL mode with ``synchronous=FULL`` and each answer is one
+transaction, so an acknowledged label survives ``kill -9`` and a power cut.
+
+Labels are validated before anything is written: an unknown class, an id that is not in the pool or
+an id already labeled with a different label raise :class:`~metaal.errors.LabelError` and leave the
+database untouched. Labeling the same id with the same label again is a no-op. :meth:`Store.undo`
+removes the most recent label; the removal is recorded (the row keeps its ``undone_at`` time).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from metaal.errors import ConfigError, LabelError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS labels (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    item INTEGER NOT NULL,
+    label INTEGER NOT NULL,
+    time REAL NOT NULL,
+    query_id INTEGER,
+    undone_at REAL
+);
+CREATE INDEX IF NOT EXISTS labels_item ON labels(item);
+CREATE TABLE IF NOT EXISTS queries (
+    query_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    items TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    scores TEXT NOT NULL,
+    n_labels INTEGER NOT NULL,
+    time REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS skips (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    item INTEGER NOT NULL,
+    time REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS curve (
+    n_labels INTEGER PRIMARY KEY,
+    accuracy REAL,
+    macro_f1 REAL,
+    time REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    n_labels INTEGER NOT NULL,
+    time REAL NOT NULL,
+    blob BLOB,
+    path TEXT
+);
+"""
+
+
+class Store:
+    """A labeling session in one SQLite file.
+
+    :param path: the ``.sqlite`` file (created if missing).
+
+    The pool ids and classes used for validation come from the session meta
+    (:meth:`init_session`). All methods are thread-safe (one connection guarded by a lock), so the
+    web app may call them from its worker threads.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if self.path.parent and not self.path.parent.exists():
+            raise ConfigError(f"store {self.path}: folder {self.path.parent} does not exist")
+        try:
+            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"store {self.path}: not a metaal SQLite store ({exc})") from None
+        self._lock = threading.RLock()
+        self._pool: set[int] | None = None
+        self._n_classes: int | None = None
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _write(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> list[int]:
+        """Run ``statements`` in one transaction; returns the last row id of each."""
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                ids = []
+                for sql, params in statements:
+                    cur.execute(sql, tuple(params))
+                    ids.append(int(cur.lastrowid or 0))
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            return ids
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        with self._lock:
+            return list(self._db.execute(sql, tuple(params)).fetchall())
+
+    # -- meta -------------------------------------------------------------------------------------
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The session meta, values decoded from JSON."""
+        return {k: json.loads(v) for k, v in self._read("SELECT key, value FROM meta")}
+
+    @property
+    def is_new(self) -> bool:
+        return not self._read("SELECT 1 FROM meta WHERE key = 'schema'")
+
+    def init_session(self, meta: dict[str, Any], check: Sequence[str] = ()) -> dict[str, Any]:
+        """Write ``meta`` into a new store, or check it against an existing one.
+
+        ``meta`` must hold ``classes`` (list of names) and ``pool`` (list of item ids). For an
+        existing store, every key in ``check`` must have the same value as stored.
+
+        :raises ConfigError: naming the first key that differs (another dataset, other classes, ...).
+        """
+        if "classes" not in meta or "pool" not in meta:
+            raise ConfigError("session meta needs 'classes' and 'pool'")
+        if self.is_new:
+            full = {"schema": SCHEMA_VERSION, "created": time.time(), **meta}
+            self._write(
+                ("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (k, json.dumps(v))) for k, v in full.items()
+            )
+        else:
+            stored = self.meta
+            for key in check:
+                if key in meta and key in stored and stored[key] != meta[key]:
+                    a, b = json.dumps(stored[key])[:80], json.dumps(meta[key])[:80]
+                    raise ConfigError(
+                        f"store {self.path} belongs to another session: its {key} is {a}, not {b} "
+                        "(use a new --store file)"
+                    )
+        m = self.meta
+        self._pool = {int(i) for i in m["pool"]}
+        self._n_classes = len(m["classes"])
+        return m
+
+    def _require_session(self) -> None:
+        if self._pool is None:
+            m = self.meta
+            if "pool" not in m:
+                raise ConfigError(f"store {self.path} has no session yet (call init_session first)")
+            self._pool = {int(i) for i in m["pool"]}
+            self._n_classes = len(m["classes"])
+
+    # -- labels -----------------------------------------------------------------------------------
+    def labels(self) -> list[tuple[int, int, int, float]]:
+        """Active labels in the order given: ``(seq, item, label, time)``."""
+        return [
+            (int(s), int(i), int(l), float(t))
+            for s, i, l, t in self._read("SELECT seq, item, label, time FROM labels WHERE undone_at IS NULL ORDER BY seq")
+        ]
+
+    def label_of(self) -> dict[int, int]:
+        """``{item: label}`` for every active label."""
+        return {i: l for _, i, l, _ in self.labels()}
+
+    @property
+    def n_labels(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM labels WHERE undone_at IS NULL")[0][0])
+
+    def validate(self, items: Sequence[int], labels: Sequence[int]) -> list[tuple[int, int]]:
+        """Check a batch of answers; returns the ``(item, label)`` pairs that are new (repeats of an
+        existing identical label are dropped).
+
+        :raises LabelError: unknown class, id not in the pool, an id twice in the batch with
+            different labels, or an id already labeled differently.
+        """
+        self._require_session()
+        assert self._pool is not None and self._n_classes is not None
+        items = [int(i) for i in np.atleast_1d(np.asarray(items, dtype=np.int64))]
+        labels = [int(v) for v in np.atleast_1d(np.asarray(labels, dtype=np.int64))]
+        if len(items) != len(labels):
+            raise LabelError(f"{len(items)} ids but {len(labels)} labels")
+        current = self.label_of()
+        batch: dict[int, int] = {}
+        for i, lab in zip(items, labels):
+            if not 0 <= lab < self._n_classes:
+                raise LabelError(f"item {i}: unknown class index {lab} (classes are 0..{self._n_classes - 1})")
+            if i not in self._pool:
+                raise LabelError(f"item {i} is not in the pool of this session")
+            if i in batch and batch[i] != lab:
+                raise LabelError(f"item {i} appears twice with different labels ({batch[i]} and {lab})")
+            if i in current and current[i] != lab:
+                raise LabelError(
+                    f"item {i} is already labeled {current[i]}; undo that label before giving {lab}"
+                )
+            batch[i] = lab
+        return [(i, lab) for i, lab in batch.items() if i not in current]
+
+    def add_labels(
+        self, items: Sequence[int], labels: Sequence[int], query_id: int | None = None
+    ) -> list[tuple[int, int]]:
+        """Validate and write a batch of answers in one transaction.
+
+        :returns: the ``(item, label)`` pairs actually written (identical repeats are skipped).
+        :raises LabelError: see :meth:`validate`; nothing is written then.
+        """
+        with self._lock:
+            new = self.validate(items, labels)
+            if new:
+                now = time.time()
+                self._write(
+                    ("INSERT INTO labels (item, label, time, query_id) VALUES (?, ?, ?, ?)", (i, lab, now, query_id))
+                    for i, lab in new
+                )
+            return new
+
+    def undo(self) -> tuple[int, int] | None:
+        """Remove the most recent active label (recorded with its ``undone_at`` time).
+
+        :returns: ``(item, label)`` removed, or None if there is no label.
+        """
+        with self._lock:
+            rows = self._read("SELECT seq, item, label FROM labels WHERE undone_at IS NULL ORDER BY seq DESC LIMIT 1")
+            if not rows:
+                return None
+            seq, item, label = rows[0]
+            n_after = self.n_labels - 1
+            self._write(
+                [
+                    ("UPDATE labels SET undone_at = ? WHERE seq = ?", (time.time(), seq)),
+                    ("DELETE FROM curve WHERE n_labels > ?", (n_after,)),
+                ]
+            )
+            return int(item), int(label)
+
+    def undone(self) -> list[tuple[int, int, float]]:
+        """Removed labels: ``(item, label, undone_at)``."""
+        return [
+            (int(i), int(l), float(t))
+            for i, l, t in self._read("SELECT item, label, undone_at FROM labels WHERE undone_at IS NOT NULL ORDER BY seq")
+        ]
+
+    # -- queries and skips -------------------------------------------------------------------------
+    def add_query(self, items: Sequence[int], reason: str, scores: Sequence[float | None]) -> int:
+        """Record a query (its items, the reason, the score of each item); returns its id."""
+        row = (
+            json.dumps([int(i) for i in items]),
+            str(reason),
+            json.dumps([None if s is None or not np.isfinite(s) else float(s) for s in scores]),
+            self.n_labels,
+            time.time(),
+        )
+        return self._write([("INSERT INTO queries (items, reason, scores, n_labels, time) VALUES (?, ?, ?, ?, ?)", row)])[0]
+
+    def queries(self) -> list[dict[str, Any]]:
+        """Every recorded query, oldest first."""
+        return [
+            {"query_id": int(q), "items": json.loads(it), "reason": r, "scores": json.loads(sc), "n_labels": int(n), "time": float(t)}
+            for q, it, r, sc, n, t in self._read(
+                "SELECT query_id, items, reason, scores, n_labels, time FROM queries ORDER BY query_id"
+            )
+        ]
+
+    @property
+    def n_queries(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM queries")[0][0])
+
+    def pending(self) -> list[tuple[int, int, str, float | None]]:
+        """Queried items with no label and not skipped, oldest query first:
+        ``(item, query_id, reason, score)``."""
+        labeled = set(self.label_of())
+        skipped = set(self.skipped())
+        out, seen = [], set()
+        for q in self.queries():
+            for i, s in zip(q["items"], q["scores"]):
+                if i not in labeled and i not in skipped and i not in seen:
+                    seen.add(i)
+                    out.append((int(i), q["query_id"], q["reason"], s))
+        return out
+
+    def skip(self, item: int) -> None:
+        """Record that ``item`` was skipped (it is not offered again)."""
+        self._require_session()
+        assert self._pool is not None
+        if int(item) not in self._pool:
+            raise LabelError(f"item {item} is not in the pool of this session")
+        self._write([("INSERT INTO skips (item, time) VALUES (?, ?)", (int(item), time.time()))])
+
+    def skipped(self) -> list[int]:
+        return [int(i) for (i,) in self._read("SELECT DISTINCT item FROM skips ORDER BY item")]
+
+    # -- learning curve ----------------------------------------------------------------------------
+    def add_curve_point(self, n_labels: int, accuracy: float | None, macro_f1: float | None = None) -> None:
+        def clean(v: float | None) -> float | None:
+            return None if v is None or not np.isfinite(v) else float(v)
+
+        self._write(
+            [
+                (
+                    "INSERT OR REPLACE INTO curve (n_labels, accuracy, macro_f1, time) VALUES (?, ?, ?, ?)",
+                    (int(n_labels), clean(accuracy), clean(macro_f1), time.time()),
+                )
+            ]
+        )
+
+    def curve(self) -> list[tuple[int, float | None, float | None]]:
+        """``(n_labels, accuracy, macro_f1)`` per evaluation, by number of labels."""
+        return [(int(n), a, f) for n, a, f in self._read("SELECT n_labels, accuracy, macro_f1 FROM curve ORDER BY n_labels")]
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def save_checkpoint(self, model: Any, n_labels: int, path: str | os.PathLike | None = None) -> int:
+        """Save a model: as a joblib blob inside the store, or to ``path`` (the store keeps the path)."""
+        import joblib
+
+        if path is not None:
+            joblib.dump(model, str(path))
+            row = (int(n_labels), time.time(), None, str(path))
+        else:
+            buf = io.BytesIO()
+            joblib.dump(model, buf)
+            row = (int(n_labels), time.time(), sqlite3.Binary(buf.getvalue()), None)
+        return self._write([("INSERT INTO checkpoints (n_labels, time, blob, path) VALUES (?, ?, ?, ?)", row)])[0]
+
+    def load_checkpoint(self) -> tuple[Any, int] | None:
+        """The latest checkpoint ``(model, n_labels)``, or None."""
+        import joblib
+
+        rows = self._read("SELECT n_labels, blob, path FROM checkpoints ORDER BY id DESC LIMIT 1")
+        if not rows:
+            return None
+        n, blob, path = rows[0]
+        model = joblib.load(io.BytesIO(blob)) if blob is not None else joblib.load(path)
+        return model, int(n)
