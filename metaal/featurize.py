@@ -13,11 +13,20 @@
 :func:`featurize_dataset` returns a :class:`~metaal.data.Dataset` with ``X`` (float32) set and the
 raw ``text`` / ``images`` carried along, so ``Dataset.save`` writes an ``.npz`` that
 :func:`metaal.data.load_npz` reads back and ``metaal label`` can display.
+
+**Unlabeled data** (a practitioner's usual case) is a :class:`RawData`: the same arrays without
+``y`` (``metaal.data.Dataset`` stays strict and always has labels). :func:`load_raw` reads a ``.txt``
+file (one document per line), a CSV text column, a folder of images without class sub-folders, or
+an ``.npz`` without ``y``; :func:`featurize_dataset` and :meth:`RawData.save` keep the convention
+that an ``.npz`` with **no** ``y`` array is unlabeled (it may still carry ``classes``, the names to
+label with). :func:`load_npz_any` reads either kind back.
 """
 from __future__ import annotations
 
+import csv
 import importlib
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -174,7 +183,10 @@ def load_image_folder(root: str | os.PathLike, size: tuple[int, int] | None = No
         raise DataError(f"{root}: not a folder of images")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir())
     if not class_dirs:
-        raise DataError(f"{root}: expected one sub-folder per class holding its images")
+        raise DataError(
+            f"{root}: expected one sub-folder per class holding its images "
+            "(a folder of unlabeled images: see load_raw / `metaal featurize`)"
+        )
     arrays, labels = [], []
     target = None if size is None else (int(size[1]), int(size[0]))  # PIL wants (W, H)
     for c, d in enumerate(class_dirs):
@@ -483,7 +495,7 @@ def subsample(dataset: Dataset, n: int, seed: int = 0) -> Dataset:
     return sub
 
 
-def detect_kind(dataset: Dataset) -> str:
+def detect_kind(dataset: "Dataset | RawData") -> str:
     if dataset.text is not None:
         return "text"
     if dataset.images is not None:
@@ -492,13 +504,15 @@ def detect_kind(dataset: Dataset) -> str:
 
 
 def featurize_dataset(
-    dataset: Dataset,
+    dataset: "Dataset | RawData",
     kind: str = "auto",
     model: str | None = None,
     features: str | os.PathLike | None = None,
     **kwargs: Any,
-) -> Dataset:
+) -> "Dataset | RawData":
     """A copy of ``dataset`` with ``X`` computed from its text or images (raw data carried along).
+    A :class:`RawData` (unlabeled) gives a :class:`RawData`, a :class:`~metaal.data.Dataset` a
+    :class:`~metaal.data.Dataset`.
 
     :param kind: ``text``, ``image`` or ``auto`` (whichever raw data the dataset holds).
     :param model: text: ``minilm`` or a local sentence-transformers folder; images: see
@@ -520,6 +534,11 @@ def featurize_dataset(
         if dataset.images is None:
             raise DataError(f"{dataset.name}: no 'images' array to featurize")
         X = featurize_images(dataset.images, model=model or "hog", **kwargs)
+    if isinstance(dataset, RawData):
+        return RawData(
+            X=X, name=dataset.name, text=dataset.text, images=dataset.images,
+            classes=dataset.classes, extras=dict(dataset.extras),
+        )
     return Dataset(
         X=X,
         y=dataset.y,
@@ -530,3 +549,231 @@ def featurize_dataset(
         extras=dict(dataset.extras),
     )
 
+
+# ----------------------------------------------------------------------------------------------
+# unlabeled data
+
+
+@dataclass
+class RawData:
+    """Unlabeled data: features and/or raw text or images, and no labels.
+
+    :param X: features ``(n, d)`` float32, or None before featurization.
+    :param name: a short name (file stem).
+    :param text: raw documents ``(n,)``.
+    :param images: raw pixels ``(n, H, W)`` or ``(n, H, W, C)``.
+    :param classes: the class names to label with ``(K,)`` when the file names them, else None.
+    :param extras: other per-row arrays (``source_row``, ``filename``, ...).
+    """
+
+    X: np.ndarray | None
+    name: str = "data"
+    text: np.ndarray | None = None
+    images: np.ndarray | None = None
+    classes: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    y = None  # no labels (a class attribute, not a field): code can test ``data.y is None``
+
+    def __post_init__(self) -> None:
+        sizes = {k: len(v) for k, v in (("X", self.X), ("text", self.text), ("images", self.images)) if v is not None}
+        if not sizes:
+            raise DataError(f"{self.name}: needs 'X' features, or raw 'text' / 'images' to featurize")
+        if len(set(sizes.values())) > 1:
+            raise DataError(f"{self.name}: row counts differ ({', '.join(f'{k} {v}' for k, v in sizes.items())})")
+        if min(sizes.values()) == 0:
+            raise DataError(f"{self.name}: no rows")
+        if self.X is not None:
+            X = np.asarray(self.X)
+            if X.ndim != 2:
+                raise DataError(f"{self.name}: features X must be 2-D (n, d), got shape {X.shape}")
+            if not np.issubdtype(X.dtype, np.number) and X.dtype != bool:
+                raise DataError(f"{self.name}: features X are not numeric (dtype {X.dtype})")
+            X = X.astype(np.float32, copy=False)
+            bad = ~np.isfinite(X)
+            if bad.any():
+                rows = np.unique(np.nonzero(bad)[0])
+                raise DataError(
+                    f"{self.name}: features contain NaN or inf in {len(rows)} row(s) (first: row {rows[0]})"
+                )
+            self.X = X
+        if self.classes is not None:
+            self.classes = np.asarray([str(c) for c in np.atleast_1d(self.classes)])
+
+    @property
+    def n(self) -> int:
+        return int(next(len(v) for v in (self.X, self.text, self.images) if v is not None))
+
+    @property
+    def n_classes(self) -> int:
+        return 0 if self.classes is None else int(len(self.classes))
+
+    def require_features(self) -> np.ndarray:
+        """Return ``X`` or raise a clear error if only raw text or images are held."""
+        if self.X is None:
+            kind = "text" if self.text is not None else "images"
+            raise DataError(f"{self.name}: holds raw {kind} and no features X; run `metaal featurize` first")
+        return self.X
+
+    def subset(self, idx: np.ndarray) -> "RawData":
+        idx = np.asarray(idx)
+        return RawData(
+            X=None if self.X is None else self.X[idx],
+            name=self.name,
+            text=None if self.text is None else self.text[idx],
+            images=None if self.images is None else self.images[idx],
+            classes=self.classes,
+            extras={k: v[idx] for k, v in self.extras.items() if len(v) == self.n},
+        )
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write an ``.npz`` with ``X`` / ``text`` / ``images`` (and ``classes`` when known) and no
+        ``y``: the unlabeled convention that :func:`load_npz_any` and ``metaal label`` read."""
+        path = Path(path)
+        arrays: dict[str, Any] = {k: v for k, v in self.extras.items() if k != "y"}
+        if self.X is not None:
+            arrays["X"] = self.X
+        if self.text is not None:
+            arrays["text"] = np.asarray(self.text, dtype=str)
+        if self.images is not None:
+            arrays["images"] = self.images
+        if self.classes is not None:
+            arrays["classes"] = self.classes
+        np.savez_compressed(path, **arrays)
+        return path
+
+
+def _check_docs(docs: list[str], path: Path, lines: list[int]) -> np.ndarray:
+    """Documents ``(n,)`` str; an empty one raises a :class:`DataError` naming its line of ``path``."""
+    empty = [ln for d, ln in zip(docs, lines) if not d.strip()]
+    if empty:
+        more = f" ({len(empty)} empty lines in all)" if len(empty) > 1 else ""
+        raise DataError(f"{path}: line {empty[0]} is empty{more}; every line must hold one document")
+    if not docs:
+        raise DataError(f"{path}: no documents")
+    return np.asarray(docs, dtype=str)
+
+
+def read_text_lines(path: str | os.PathLike) -> RawData:
+    """A ``.txt`` file with one document per line -> :class:`RawData` with ``text`` ``(n,)``; item
+    ``i`` is line ``i + 1``. Blank lines at the very end of the file are ignored; any other empty
+    line raises a :class:`DataError` naming it."""
+    path = Path(path)
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read text ({exc})") from None
+    docs = raw.split("\n")
+    docs = [d[:-1] if d.endswith("\r") else d for d in docs]
+    while docs and not docs[-1].strip():
+        docs.pop()
+    return RawData(X=None, name=path.stem, text=_check_docs(docs, path, list(range(1, len(docs) + 1))))
+
+
+def read_csv_text(path: str | os.PathLike, column: str) -> RawData:
+    """The ``column`` of a CSV file with a header -> :class:`RawData` with ``text``; an empty cell
+    raises a :class:`DataError` naming its line of the file (fully blank rows are skipped)."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = [h.strip() for h in next(reader, [])]
+            if column not in header:
+                raise DataError(f"{path}: no column named {column!r} (columns: {', '.join(header) or 'none'})")
+            j = header.index(column)
+            docs, lines = [], []
+            for row in reader:
+                if not row or not any(c.strip() for c in row):
+                    continue
+                docs.append(row[j] if j < len(row) else "")
+                lines.append(reader.line_num)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read CSV ({exc})") from None
+    return RawData(X=None, name=path.stem, text=_check_docs(docs, path, lines))
+
+
+def load_unlabeled_image_folder(root: str | os.PathLike, size: tuple[int, int] | None = None) -> RawData:
+    """Images directly inside ``root`` (no class sub-folders), sorted by file name -> :class:`RawData`
+    with ``images`` ``(n, H, W, 3)`` uint8 (resized to ``size`` or the first image's size) and the
+    file names in ``extras["filename"]``.
+
+    :raises DataError: for a file that does not decode as an image (the message names it).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(root)
+    files = sorted(f for f in root.iterdir() if f.is_file() and not f.name.startswith("."))
+    if not files:
+        raise DataError(f"{root}: no image files")
+    arrays = []
+    target = None if size is None else (int(size[1]), int(size[0]))  # PIL wants (W, H)
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im = im.convert("RGB")
+                target = target or im.size
+                if im.size != target:
+                    im = im.resize(target)
+                arrays.append(np.asarray(im, dtype=np.uint8))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise DataError(f"{f}: cannot decode as an image ({exc.__class__.__name__}: {exc})") from None
+    return RawData(X=None, name=root.name, images=np.stack(arrays), extras={"filename": np.array([f.name for f in files])})
+
+
+def load_npz_any(path: str | os.PathLike) -> "Dataset | RawData":
+    """An ``.npz`` with ``y`` as a :class:`~metaal.data.Dataset` (:func:`metaal.data.load_npz`),
+    without ``y`` as :class:`RawData` (``X`` and/or ``text`` / ``images``, optional ``classes``)."""
+    from metaal.data import load_npz
+
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            labeled = "y" in z.files
+            arrays = {} if labeled else {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read as .npz ({exc.__class__.__name__}: {exc})") from None
+    if labeled:
+        return load_npz(path)
+    return RawData(
+        X=arrays.pop("X", None), name=path.stem, text=arrays.pop("text", None), images=arrays.pop("images", None),
+        classes=arrays.pop("classes", None), extras=arrays,
+    )
+
+
+def load_raw(spec: str | os.PathLike, text_column: str | None = None) -> "Dataset | RawData":
+    """Whatever ``metaal featurize --data`` accepts: a ``.txt`` (one document per line), a ``.csv``
+    with ``text_column``, a folder of images (``CLASS/*.png`` gives labels, images directly inside
+    give :class:`RawData`), an ``.npz`` with or without ``y``, or a dataset name / ``sklearn:NAME``."""
+    from metaal.data import load_dataset
+
+    p = Path(spec)
+    if p.is_dir():
+        if any(d.is_dir() for d in p.iterdir()):
+            return load_image_folder(p)
+        return load_unlabeled_image_folder(p)
+    suffix = p.suffix.lower()
+    if text_column is not None and suffix != ".csv":
+        raise ConfigError(f"--text-column applies to a .csv file, not {p}")
+    if p.is_file():
+        if suffix == ".txt":
+            return read_text_lines(p)
+        if suffix == ".csv":
+            if text_column is None:
+                raise ConfigError(f"{p}: give --text-column NAME (the CSV column holding the documents)")
+            return read_csv_text(p, text_column)
+        if suffix == ".npz":
+            return load_npz_any(p)
+    return load_dataset(spec)
+
+
+def subsample_rows(data: RawData, n: int, seed: int = 0) -> RawData:
+    """A random subset of ``n`` rows of unlabeled data (original order kept; the original row
+    numbers in ``extras["source_row"]``)."""
+    if n >= data.n:
+        return data
+    if n < 2:
+        raise ConfigError(f"--limit must be >= 2 (got {n})")
+    keep = np.sort(np.random.default_rng(seed).choice(data.n, size=n, replace=False))
+    sub = data.subset(keep)
+    sub.extras["source_row"] = keep.astype(np.int64)
+    return sub

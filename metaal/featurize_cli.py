@@ -5,6 +5,12 @@ Examples::
     metaal featurize --data sms_spam --kind text --limit 1000 --out sms_feats.npz
     metaal featurize --data usps --kind image --model hog --out usps_hog.npz
     metaal featurize --data ./photos --kind image --model encoder.pt --out photo_feats.npz
+    metaal featurize --data notes.txt --out notes_feats.npz                 # unlabeled: one document per line
+    metaal featurize --data tickets.csv --text-column body --out tickets_feats.npz
+
+Unlabeled inputs (a ``.txt``, a CSV text column, a folder of images without class sub-folders, an
+``.npz`` without ``y``) give an ``.npz`` with ``X`` and the raw text / images and **no** ``y``;
+``metaal label --data OUT.npz --classes a,b,c`` labels it.
 """
 from __future__ import annotations
 
@@ -20,7 +26,13 @@ def register(subparsers: Any) -> None:
         description="Embed text (sentence-transformers, offline) or images (HOG, pixels, PCA, ResNet, "
         "a TorchScript file or module:callable) and write X, y, classes and the raw data to an .npz.",
     )
-    p.add_argument("--data", required=True, help="dataset name / .npz with text or images, or a folder CLASS/*.png")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="dataset name / .npz with text or images (with or without y), a .txt (one document per line), "
+        "a .csv (with --text-column), a folder CLASS/*.png, or a folder of unlabeled images",
+    )
+    p.add_argument("--text-column", default=None, help="the CSV column that holds the documents (for a .csv --data)")
     p.add_argument("--kind", default="auto", choices=["auto", "text", "image"])
     p.add_argument(
         "--model",
@@ -42,13 +54,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from metaal.data import load_dataset
-    from metaal.featurize import featurize_dataset, load_image_folder, subsample
+    from metaal.featurize import RawData, featurize_dataset, load_raw, subsample, subsample_rows
 
-    src = Path(args.data)
-    data = load_image_folder(src) if src.is_dir() else load_dataset(args.data)
+    data = load_raw(args.data, text_column=args.text_column)
     if args.limit is not None:
-        data = subsample(data, args.limit, seed=args.seed)
+        data = subsample_rows(data, args.limit, seed=args.seed) if isinstance(data, RawData) else subsample(data, args.limit, seed=args.seed)
     kwargs: dict[str, Any] = {"batch_size": args.batch_size, "device": args.device, "progress": not args.no_progress}
     kind = args.kind
     if kind == "image" or (kind == "auto" and data.text is None):
@@ -60,5 +70,9 @@ def run(args: argparse.Namespace) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     out.save(path)
     assert out.X is not None
-    print(f"wrote {path}: X {out.X.shape[0]} x {out.X.shape[1]} float32, {out.n_classes} classes")
+    if isinstance(out, RawData):
+        what = "unlabeled (no y)" + (f", classes {','.join(out.classes)}" if out.classes is not None else "")
+    else:
+        what = f"{out.n_classes} classes"
+    print(f"wrote {path}: X {out.X.shape[0]} x {out.X.shape[1]} float32, {what}")
     return 0

@@ -5,6 +5,12 @@ Examples::
     metaal label --data woodknots_resnet18 --store knots.sqlite            # browser, port 8765
     metaal label --data woodknots_resnet18 --store knots.sqlite --oracle y --n 30
     metaal label --store knots.sqlite --export knots_out/                  # CSV, JSONL, model, report
+    metaal label --data notes_feats.npz --classes ham,spam --store notes.sqlite   # unlabeled data (no y)
+
+Unlabeled data (an ``.npz`` without ``y``, as ``metaal featurize`` writes for a ``.txt``, a CSV text
+column or a folder of images) needs ``--classes`` unless the file names its classes; every row is
+in the pool and, with no held-out set, progress shows the label counts and the model's own estimate
+(cross-validated accuracy on the labels, mean confidence on the unlabeled items).
 
 The web app (FastAPI + uvicorn on 127.0.0.1) serves one page from ``metaal/web/index.html``: the
 next queried item (its text, the image as PNG, or a summary of its features), the model's guess and
@@ -29,6 +35,11 @@ WEB_DIR = Path(__file__).parent / "web"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="dataset with features (name, .npz, sklearn:NAME); optional when --store exists")
+    p.add_argument(
+        "--classes",
+        default=None,
+        help="comma-separated class names (a,b,c); required for data without labels, must match the file's classes otherwise",
+    )
     p.add_argument("--strategy", default="margin", help="query strategy (margin, entropy, random, policy:PATH, ...)")
     p.add_argument("--store", default=None, help="session file PATH.sqlite (resumed if it exists); default: in memory")
     p.add_argument("--learner", default="logreg", help="learner: logreg, svm, rf, knn, gb")
@@ -59,6 +70,7 @@ def make_learner_from_args(args: argparse.Namespace) -> Any:
     from metaal.store import Store
 
     data = args.data
+    classes = parse_classes(args.classes)
     store = None
     if args.store is not None:
         store = Store(args.store)
@@ -77,6 +89,8 @@ def make_learner_from_args(args: argparse.Namespace) -> Any:
             args.learner = m["learner"]
         if args.seed == 0 and m.get("seed", 0) != 0:
             args.seed = m["seed"]
+        if classes is None and m.get("classes"):
+            classes = [str(c) for c in m["classes"]]
     return ActiveLearner(
         data,
         strategy=args.strategy,
@@ -85,19 +99,48 @@ def make_learner_from_args(args: argparse.Namespace) -> Any:
         seed=args.seed,
         initial=args.initial,
         test_size=args.test_size,
+        classes=classes,
     )
+
+
+def parse_classes(spec: str | None) -> list[str] | None:
+    """``"a,b,c"`` -> ``["a", "b", "c"]`` (None stays None).
+
+    :raises ConfigError: for fewer than two names, an empty name or a repeated one.
+    """
+    if spec is None:
+        return None
+    names = [c.strip() for c in spec.split(",")]
+    if len(names) < 2 or any(not c for c in names) or len(set(names)) != len(names):
+        raise ConfigError(f"--classes needs at least two distinct comma-separated names, got {spec!r}")
+    return names
 
 
 def oracle_labels(spec: str, learner: Any) -> np.ndarray:
     if spec in ("y", "dataset"):
-        if learner.dataset is None:
-            raise ConfigError("--oracle y needs a dataset with labels")
+        if learner.dataset is None or learner.dataset.y is None:
+            raise ConfigError("--oracle y needs a dataset with labels 'y' (this one has none: give --oracle labels.npy)")
         return learner.dataset.y
     try:
         y = np.load(spec, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise DataError(f"{spec}: cannot read oracle labels ({exc})") from None
     return np.asarray(y)
+
+
+def quality(prog: dict[str, Any]) -> str:
+    """``accuracy=0.812`` with a held-out set; otherwise the label counts and the model's own
+    estimate: ``counts=ham:12,spam:8 cv_accuracy=0.850 confidence=0.903``."""
+    if prog.get("estimate") is None:
+        acc = prog["accuracy"]
+        return f"accuracy={'-' if acc is None else f'{acc:.3f}'}"
+    est = prog["estimate"]
+    counts = ",".join(f"{c}:{v}" for c, v in prog["counts"].items())
+    cv, conf = est["cv_accuracy"], est["mean_confidence"]
+    return (
+        f"counts={counts} cv_accuracy={'-' if cv is None else f'{cv:.3f}'} "
+        f"confidence={'-' if conf is None else f'{conf:.3f}'}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,16 +153,10 @@ def run(args: argparse.Namespace) -> int:
         y = oracle_labels(args.oracle, al)
 
         def show(q: Any, lab: int, prog: dict[str, Any]) -> None:
-            acc = prog["accuracy"]
-            print(
-                f"labeled {prog['n_labeled']} id={q.id} class={al.classes[lab]} reason={q.reason} "
-                f"accuracy={'-' if acc is None else f'{acc:.3f}'}",
-                flush=True,
-            )
+            print(f"labeled {prog['n_labeled']} id={q.id} class={al.classes[lab]} reason={q.reason} {quality(prog)}", flush=True)
 
         prog = run_oracle(al, y, args.n, delay=args.delay, callback=show)
-        acc = prog["accuracy"]
-        print(f"done: {prog['n_labeled']} labels, accuracy {'-' if acc is None else f'{acc:.3f}'}", flush=True)
+        print(f"done: {prog['n_labeled']} labels, {quality(prog)}", flush=True)
     if args.export is not None:
         paths = al.export(args.export)
         print("wrote " + ", ".join(str(p) for p in paths.values()), flush=True)

@@ -10,8 +10,10 @@ Protocol:
 * **Pool and held-out set.** When the data carry labels (a :class:`~metaal.data.Dataset`) and
   ``test_size > 0``, a stratified ``test_size`` share of the rows (``random_state=seed``, as in the
   default protocol) is held out: it is never offered for labeling and measures accuracy after every
-  answer. Otherwise (a bare feature matrix, or ``test_size=0``) every row is in the pool and no
-  accuracy is reported. Features are standardized with statistics of the whole pool
+  answer. Otherwise (unlabeled data: a bare feature matrix or an ``.npz`` without ``y``, see
+  :class:`metaal.featurize.RawData`; or ``test_size=0``) every row is in the pool, no accuracy is
+  reported, and :meth:`ActiveLearner.progress` gives the model's own estimate instead
+  (cross-validated accuracy on the labels so far and its mean confidence on the unlabeled pool). Features are standardized with statistics of the whole pool
   (:func:`metaal.state.standardize`).
 * **Cold start.** Before ``initial`` labels exist and while fewer than two classes are labeled,
   queries are random pool items (reason ``random (cold start)``, ``fallback=True``): an uncertainty
@@ -39,6 +41,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from metaal.data import Dataset, load_dataset
+from metaal.featurize import RawData, load_npz_any
 from metaal.errors import ConfigError, DataError, LabelError
 from metaal.learners import Learner, make_learner
 from metaal.state import ALState, standardize
@@ -79,6 +82,26 @@ class QueryItem:
         return asdict(self)
 
 
+def resolve_classes(file_classes: "Sequence[str] | None", given: "Sequence[str] | None", where: str) -> np.ndarray:
+    """The class names of a session: ``given`` (``--classes``) or the file's, which must agree.
+
+    :raises ConfigError: when neither names the classes, ``given`` has fewer than two distinct
+        non-empty names, or ``given`` disagrees with the file's classes.
+    """
+    if given is not None:
+        names = [str(c).strip() for c in given]
+        if len(names) < 2 or any(not c for c in names) or len(set(names)) != len(names):
+            raise ConfigError(f"classes must be at least two distinct non-empty names, got {','.join(names)!r}")
+        if file_classes is not None and names != [str(c) for c in file_classes]:
+            raise ConfigError(
+                f"--classes {','.join(names)} disagrees with the classes of {where}: {','.join(str(c) for c in file_classes)}"
+            )
+        return np.asarray(names)
+    if file_classes is None:
+        raise ConfigError(f"{where} has no labels (no 'y') and no class names: give --classes a,b,c (classes=[...] in Python)")
+    return np.asarray([str(c) for c in file_classes])
+
+
 def features_checksum(X: np.ndarray) -> str:
     """SHA-256 of the float32 features (shape included), to tie a store to its data."""
     a = np.ascontiguousarray(np.asarray(X, dtype=np.float32))
@@ -91,8 +114,10 @@ class ActiveLearner:
     """Query, teach, retrain, resume.
 
     :param data: a :class:`~metaal.data.Dataset`, a dataset spec for
-        :func:`metaal.data.load_dataset` (path, name along ``METAAL_DATA``, ``sklearn:wine``), or a
-        bare feature matrix ``(n, d)`` (then ``classes`` is required and no accuracy is reported).
+        :func:`metaal.data.load_dataset` (path, name along ``METAAL_DATA``, ``sklearn:wine``), an
+        ``.npz`` without ``y`` or a :class:`~metaal.featurize.RawData` (unlabeled: ``classes`` is
+        required unless the file names them), or a bare feature matrix ``(n, d)`` (then ``classes``
+        is required). Unlabeled data report no accuracy.
     :param strategy: a :class:`~metaal.strategies.Strategy` or a name for
         :func:`metaal.strategies.get` (``margin``, ``entropy``, ``policy:PATH``, ...).
     :param learner: a learner name (``logreg``, ``svm``, ...) or a scikit-learn estimator.
@@ -100,7 +125,8 @@ class ActiveLearner:
         or a :class:`~metaal.store.Store`.
     :param seed: seeds the held-out split, the cold-start draws and the strategy's generator.
     :param initial: random cold-start queries until at least this many labels (and two classes).
-    :param classes: class names ``(C,)`` for a bare feature matrix.
+    :param classes: class names ``(C,)``; required for unlabeled data without class names; for
+        data with classes it must equal them.
     :param test_size: share of a labeled dataset held out to measure accuracy (0 for none).
     :param checkpoint_every: save the model in the store every this many labels (0: never).
     """
@@ -122,21 +148,27 @@ class ActiveLearner:
         self.initial = int(initial)
         self.checkpoint_every = int(checkpoint_every)
         source = None
+        self.dataset: Dataset | RawData | None
         if isinstance(data, np.ndarray):
             if classes is None or len(classes) < 2:
                 raise ConfigError("a bare feature matrix needs classes= (at least two class names)")
             X = np.asarray(data, dtype=np.float32)
             if X.ndim != 2 or not np.all(np.isfinite(X)):
                 raise DataError(f"features must be a finite 2-D array (n, d), got shape {X.shape}")
-            self.dataset: Dataset | None = None
-            self.classes = np.asarray([str(c) for c in classes])
+            self.dataset = None
+            self.classes = resolve_classes(None, classes, "the feature matrix")
             y = None
         else:
-            if not isinstance(data, Dataset):
+            if not isinstance(data, (Dataset, RawData)):
                 source = str(Path(data).resolve()) if Path(str(data)).is_file() else str(data)
-            self.dataset = load_dataset(data)
+            if isinstance(data, (Dataset, RawData)):
+                self.dataset = data
+            elif Path(str(data)).is_file() and Path(str(data)).suffix.lower() == ".npz":
+                self.dataset = load_npz_any(data)  # with y: a Dataset; without: RawData
+            else:
+                self.dataset = load_dataset(data)
             X = self.dataset.require_features()
-            self.classes = self.dataset.classes
+            self.classes = resolve_classes(self.dataset.classes, classes, source or self.dataset.name)
             y = self.dataset.y
         self.X = X
         n = X.shape[0]
@@ -179,6 +211,7 @@ class ActiveLearner:
         self.meta = self.store.init_session(
             meta, check=("features_sha256", "classes", "pool", "seed", "strategy", "learner")
         )
+        self._estimates: dict[bytes, dict[str, Any]] = {}
         self._rebuild()
         self.strategy.reset(self.state, np.random.default_rng([self.seed, 0x5EED]))
 
@@ -352,8 +385,43 @@ class ActiveLearner:
             self._rebuild()
             return gone[0], str(self.classes[gone[1]])
 
+    def estimate(self, max_folds: int = 5) -> dict[str, Any]:
+        """The model's own estimate of its quality, for sessions without a held-out set.
+
+        ``cv_accuracy``: stratified ``k``-fold cross-validated accuracy on the labels so far
+        (``k = min(max_folds, smallest class count)``, folds shuffled with the session seed; None
+        until two classes have two labels each); ``mean_confidence``: the model's mean top-class
+        probability on the unlabeled pool (None when nothing is unlabeled). Cached per label set.
+        """
+        from sklearn.model_selection import StratifiedKFold
+
+        with self._lock:
+            st = self.state
+            pos, y = st.labeled_idx, st.y_labeled
+            key = pos.tobytes() + b"|" + y.tobytes()
+            if key in self._estimates:
+                return self._estimates[key]
+            unl = st.unlabeled_idx
+            conf = float(st.proba[unl].max(axis=1).mean()) if len(unl) else None
+            counts = np.bincount(y, minlength=len(self.classes))
+            present = counts[counts > 0]
+            cv, k = None, 0
+            if len(present) >= 2 and present.min() >= 2:
+                k = int(min(max_folds, present.min()))
+                skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=self.seed)
+                hits = 0
+                for tr, te in skf.split(pos, y):
+                    lrn = make_learner(self.learner_spec, len(self.classes), seed=self.seed)
+                    lrn.fit(self.X_pool[pos[tr]], y[tr])
+                    hits += int((lrn.predict(self.X_pool[pos[te]]) == y[te]).sum())
+                cv = hits / len(y)
+            out = {"cv_accuracy": cv, "cv_folds": k, "mean_confidence": conf}
+            self._estimates = {key: out}
+            return out
+
     def progress(self) -> dict[str, Any]:
-        """Number labeled, label counts per class, the latest held-out accuracy and the curve."""
+        """Number labeled, label counts per class, the latest held-out accuracy and the curve;
+        without a held-out set, ``estimate`` holds :meth:`estimate` (else None)."""
         with self._lock:
             counts = np.bincount(self.state.y_labeled, minlength=len(self.classes))
             curve = [{"n_labeled": n, "accuracy": a, "macro_f1": f} for n, a, f in self.store.curve()]
@@ -370,6 +438,7 @@ class ActiveLearner:
                 "curve": curve,
                 "strategy": self.strategy_name,
                 "cold_start": self.cold_start,
+                "estimate": self.estimate() if len(self.test_ids) == 0 else None,
             }
 
     # -- export -----------------------------------------------------------------------------------
@@ -422,7 +491,13 @@ def _report_png(prog: dict[str, Any], path: Path, title: str = "") -> None:
         a1.plot([p[0] for p in pts], [p[1] for p in pts], marker=".")
         a1.set_ylabel("held-out accuracy")
     else:
-        a1.text(0.5, 0.5, "no held-out labels", ha="center", va="center", transform=a1.transAxes)
+        est = prog.get("estimate") or {}
+        msg = "no held-out labels"
+        if est.get("cv_accuracy") is not None:
+            msg += f"\ncross-validated accuracy on the labels: {est['cv_accuracy']:.3f}"
+        if est.get("mean_confidence") is not None:
+            msg += f"\nmean confidence on unlabeled items: {est['mean_confidence']:.3f}"
+        a1.text(0.5, 0.5, msg, ha="center", va="center", transform=a1.transAxes)
     a1.set_xlabel("labels")
     a1.set_title("learning curve")
     names = list(prog["counts"])
