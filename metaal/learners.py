@@ -53,8 +53,15 @@ def _gb(seed: int) -> Any:
     return GradientBoostingClassifier(n_estimators=50, random_state=seed)
 
 
+def _torch_logreg(seed: int) -> Any:
+    from metaal.torch_learners import torch_logreg_estimator  # torch only when asked for
+
+    return torch_logreg_estimator(seed)
+
+
 LEARNERS: dict[str, Callable[[int], Any]] = {
     "logreg": _logreg,
+    "torch_logreg": _torch_logreg,
     "svm": _svm,
     "rf": _rf,
     "knn": _knn,

@@ -1,0 +1,144 @@
+"""Batched torch learners: parity with scikit-learn's LogisticRegression, batching forms, priors,
+the single-problem Learner used by simulate(), the MLP option."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+
+from metaal.data import make_split  # noqa: E402
+from metaal.errors import ConfigError, DataError  # noqa: E402
+from metaal.learners import LEARNERS, make_learner  # noqa: E402
+from metaal.loop.simulate import simulate  # noqa: E402
+from metaal.state import Task  # noqa: E402
+from metaal.torch_learners import BatchedLogReg, BatchedMLP, TorchLogReg, gather_padded  # noqa: E402
+
+
+def _task(ds, seed=0):
+    return Task.from_split(ds, make_split(ds, seed))
+
+
+def _masks(n, sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    m = np.zeros((len(sizes), n), dtype=bool)
+    for k, s in enumerate(sizes):
+        m[k, rng.choice(n, size=s, replace=False)] = True
+    return m
+
+
+def _sk_proba(X, y, Xt, C):
+    sk = LogisticRegression(max_iter=10000, tol=1e-10).fit(X, y)
+    out = np.zeros((len(Xt), C))
+    out[:, sk.classes_] = sk.predict_proba(Xt)
+    return out
+
+
+@pytest.mark.parametrize("name", ["sklearn:wine", "sklearn:breast_cancer", "vertebral_column", "glass", "dermatology"])
+def test_parity_with_sklearn_on_same_labeled_sets(name, shared, wine, bc):
+    ds = {"sklearn:wine": wine, "sklearn:breast_cancer": bc}.get(name) or shared(name)
+    t = _task(ds)
+    # labeled sets of several sizes, some missing classes (glass, small sets)
+    masks = _masks(t.n_pool, [8, 15, 30, 60], seed=1)
+    model = BatchedLogReg(t.n_classes, device="cpu").fit(t.X_pool, t.y_pool, masks)
+    P = model.predict_proba(t.X_test)
+    assert P.shape == (4, len(t.y_test), t.n_classes)
+    np.testing.assert_allclose(P.sum(-1), 1.0, atol=1e-9)
+    for k in range(4):
+        X, y = t.X_pool[masks[k]], t.y_pool[masks[k]]
+        if len(np.unique(y)) < 2:
+            continue
+        # the optimum of the same objective: probabilities agree closely with a tight sklearn fit
+        np.testing.assert_allclose(P[k], _sk_proba(X, y, t.X_test, t.n_classes), atol=2e-4)
+        # and accuracy is within one point of the default LogisticRegression learner
+        lrn = make_learner("logreg", t.n_classes).fit(X, y)
+        acc_sk = np.mean(lrn.predict(t.X_test) == t.y_test)
+        acc_t = np.mean(P[k].argmax(1) == t.y_test)
+        assert abs(acc_sk - acc_t) <= 0.01 + 1e-12, (name, k, acc_sk, acc_t)
+        absent = np.setdiff1d(np.arange(t.n_classes), y)
+        if len(absent):  # classes never labeled get ~0 probability, as with Learner
+            assert P[k][:, absent].max() < 1e-9
+
+
+def test_shared_per_problem_and_padded_forms_agree(wine):
+    t = _task(wine)
+    masks = _masks(t.n_pool, [12, 20, 40], seed=2)
+    a = BatchedLogReg(3, device="cpu").fit(t.X_pool, t.y_pool, masks)
+    Xs = np.repeat(t.X_pool[None], 3, axis=0)
+    ys = np.repeat(t.y_pool[None], 3, axis=0)
+    b = BatchedLogReg(3, device="cpu").fit(Xs, np.where(masks, ys, -1))  # mask from y >= 0
+    Xp, yp, wp = gather_padded(torch.as_tensor(t.X_pool), torch.as_tensor(t.y_pool), torch.as_tensor(masks))
+    assert Xp.shape == (3, 40, t.X_pool.shape[1]) and float(wp.sum()) == 72
+    c = BatchedLogReg(3, device="cpu").fit_padded(Xp, yp, wp)
+    pa, pb, pc = (m.predict_proba(t.X_test) for m in (a, b, c))
+    np.testing.assert_allclose(pa, pb, atol=1e-10)
+    np.testing.assert_allclose(pa, pc, atol=1e-10)
+    # sample weights: weight 2 on a row == that row twice
+    w = masks.astype(float)
+    first = np.flatnonzero(masks[0])[0]
+    w[0, first] = 2.0
+    d = BatchedLogReg(3, device="cpu").fit(t.X_pool, t.y_pool, masks, sample_weight=w)
+    X2 = np.vstack([t.X_pool[masks[0]], t.X_pool[first : first + 1]])
+    y2 = np.concatenate([t.y_pool[masks[0]], t.y_pool[first : first + 1]])
+    np.testing.assert_allclose(d.predict_proba(t.X_test)[0], _sk_proba(X2, y2, t.X_test, 3), atol=2e-4)
+
+
+def test_warm_start_lbfgs_and_priors(bc):
+    t = _task(bc)
+    masks = _masks(t.n_pool, [20, 30], seed=3)
+    cold = BatchedLogReg(2, device="cpu").fit(t.X_pool, t.y_pool, masks)
+    m2 = masks.copy()
+    m2[:, np.flatnonzero(~masks[0] & ~masks[1])[:2]] = True
+    warm = BatchedLogReg(2, device="cpu")
+    warm.coef_ = cold.coef_.clone()
+    warm.fit(t.X_pool, t.y_pool, m2)  # init="warm" reuses coef_
+    ref = BatchedLogReg(2, device="cpu").fit(t.X_pool, t.y_pool, m2, init=None)
+    assert warm.n_iter_ <= ref.n_iter_
+    np.testing.assert_allclose(warm.predict_proba(t.X_test), ref.predict_proba(t.X_test), atol=1e-6)
+    lb = BatchedLogReg(2, device="cpu", solver="lbfgs").fit(t.X_pool, t.y_pool, m2)
+    np.testing.assert_allclose(lb.predict_proba(t.X_test), ref.predict_proba(t.X_test), atol=5e-3)
+    # one labeled class: the smoothed label frequencies, as metaal.learners.Learner
+    one = np.zeros((1, t.n_pool), dtype=bool)
+    one[0, np.flatnonzero(t.y_pool == 1)[:3]] = True
+    p = BatchedLogReg(2, device="cpu").fit(t.X_pool, t.y_pool, one).predict_proba(t.X_test[:2])
+    np.testing.assert_allclose(p[0], [[1 / 5, 4 / 5]] * 2)
+
+
+def test_errors():
+    with pytest.raises(ConfigError):
+        BatchedLogReg(3, device="no-such-device")
+    with pytest.raises(ConfigError):
+        BatchedLogReg(3, solver="sgd")
+    X = np.zeros((5, 2))
+    with pytest.raises(DataError):
+        BatchedLogReg(2, device="cpu").fit(X, np.array([0, 1, 2, 0, 1]), np.ones((1, 5), bool))
+    with pytest.raises(ConfigError):
+        BatchedLogReg(2, device="cpu").predict_proba(X)
+
+
+def test_mlp_learns_and_is_reproducible(wine):
+    t = _task(wine)
+    masks = _masks(t.n_pool, [30, 60], seed=4)
+    a = BatchedMLP(3, hidden=16, steps=150, seed=0, device="cpu").fit(t.X_pool, t.y_pool, masks)
+    b = BatchedMLP(3, hidden=16, steps=150, seed=0, device="cpu").fit(t.X_pool, t.y_pool, masks)
+    pa = a.predict_proba(t.X_test)
+    np.testing.assert_array_equal(pa, b.predict_proba(t.X_test))
+    assert (pa.argmax(-1) == t.y_test).mean(1).min() > 0.85
+
+
+def test_torch_logreg_learner_and_simulate_parity(wine, bc, shared):
+    assert "torch_logreg" in LEARNERS
+    lrn = make_learner("torch_logreg", 3)
+    assert lrn.name == "torch_logreg"
+    t = _task(wine)
+    lrn.fit(t.X_pool[:20], t.y_pool[:20])
+    c = lrn.clone()
+    assert lrn.n_fits == 1 and c.n_fits == 0
+    assert isinstance(TorchLogReg(3, device="cpu").clone(), TorchLogReg)
+    for ds in (wine, bc, shared("vertebral_column")):
+        task = _task(ds, seed=1)
+        a = simulate(task, "margin", budget=15, learner="logreg", seed=1)
+        b = simulate(task, "margin", budget=15, learner="torch_logreg", seed=1)
+        assert abs(a.aulc - b.aulc) <= 0.01, (ds.name, a.aulc, b.aulc)

@@ -1,0 +1,174 @@
+"""BatchedPoolVecEnv: the SB3 VecEnv API, Pool-v0's observations and rewards on a batched learner,
+reproducibility, and MaskablePPO training on it."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("stable_baselines3")
+
+from metaal.envs.rewards import headroom, step_reward  # noqa: E402
+from metaal.envs.vec_pool import BatchedPoolVecEnv, pool_spaces  # noqa: E402
+from metaal.errors import ConfigError  # noqa: E402
+from metaal.state import ALState  # noqa: E402
+from metaal.torch_learners import TorchLogReg  # noqa: E402
+
+SMALL = ["sklearn:wine", "sklearn:breast_cancer"]
+
+
+def _random_actions(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return np.argmax(rng.random(masks.shape) * masks, axis=1)
+
+
+def _env(**kw):
+    args = dict(num_envs=4, datasets=SMALL, budget=4, seed=3, device="cpu")
+    args.update(kw)
+    return BatchedPoolVecEnv(**args)
+
+
+def test_api_shapes_masks_and_auto_reset():
+    env = _env()
+    obs = env.reset()
+    space, act = pool_spaces(32)
+    assert env.observation_space == space and env.action_space == act
+    assert obs["candidates"].shape == (4, 32, 12) and obs["global"].shape == (4, 10)
+    assert obs["action_mask"].shape == (4, 32)
+    for i in range(4):
+        assert env.observation_space.contains({k: v[i] for k, v in obs.items()})
+    masks = env.action_masks()
+    assert masks.shape == (4, 32) and masks.dtype == bool
+    np.testing.assert_array_equal(masks, obs["action_mask"].astype(bool))
+    # sb3-contrib finds the masks through env_method / has_attr
+    from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
+
+    assert is_masking_supported(env)
+    np.testing.assert_array_equal(get_action_masks(env), masks)
+    rng = np.random.default_rng(0)
+    first = env.dataset.name
+    for t in range(4):
+        obs, rew, dones, infos = env.step(_random_actions(env.action_masks(), rng))
+        assert rew.shape == (4,) and dones.shape == (4,) and len(infos) == 4
+        assert np.isfinite(rew).all()
+        if t < 3:
+            assert not dones.any()
+            assert [inf["n_labeled"] for inf in infos] == [11 + t] * 4
+    # equal budgets: all episodes end together, auto-reset into a new round
+    assert dones.all()
+    for inf in infos:
+        term = inf["terminal_observation"]
+        assert env.observation_space.contains(term)
+        assert inf["n_labeled"] == 14 and inf["dataset"] == first
+    assert all(s.n_labeled == 10 for s in env.states)
+    assert obs["global"][:, 0].max() == 0.0  # budget_used of the fresh episodes
+    # invalid (masked) actions fall back to margin's pick, as in Pool-v0
+    obs, _, _, infos = env.step(np.full(4, 31 + 100))
+    assert all(inf["invalid_action"] and inf["pool_index"] == inf["margin_index"] for inf in infos)
+    with pytest.raises(ConfigError):
+        BatchedPoolVecEnv(num_envs=0)
+    with pytest.raises(ConfigError):
+        BatchedPoolVecEnv(num_envs=2, reward="nope")
+
+
+def test_reproducible_with_seed_and_seed_method():
+    def run(env):
+        env.seed(11)
+        out = [env.reset()]
+        rng = np.random.default_rng(1)
+        rews = []
+        for _ in range(6):
+            o, r, d, _ = env.step(_random_actions(env.action_masks(), rng))
+            out.append(o)
+            rews.append(r)
+        return out, np.stack(rews)
+
+    o1, r1 = run(_env(seed=None))
+    o2, r2 = run(_env(seed=5))
+    np.testing.assert_array_equal(r1, r2)
+    for a, b in zip(o1, o2):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+    # different episodes of a round differ (own split and generator)
+    assert not np.array_equal(o1[0]["candidates"][0], o1[0]["candidates"][1])
+
+
+def test_batched_observer_matches_observer_and_rewards_match_pool_rewards():
+    env = _env(num_envs=3, budget=20, datasets=["sklearn:wine"])
+    env.reset()
+    rng = np.random.default_rng(2)
+    n_checked = 0
+    for step in range(5):
+        prev_acc = env.reward_accuracy.copy()
+        obs_before = list(env._obs)
+        rngs_before = copy.deepcopy(env.rngs)  # a step draws from them only for its observation
+        a = _random_actions(env.action_masks(), rng)
+        a[0] = 0  # margin's own pick: reward exactly 0
+        _, rew, _, infos = env.step(a)
+        assert rew[0] == 0.0
+        for i in range(env.num_envs):
+            # the Observer on an untouched copy of the state gives the same observation
+            st = copy.deepcopy(env.states[i])
+            st.cache.clear()
+            st._scale = None
+            st._min_dist = None
+            ref = env.observer.observe(st, rngs_before[i])
+            np.testing.assert_array_equal(ref.indices, env._obs[i].indices)
+            np.testing.assert_allclose(ref.candidates, env._obs[i].candidates, atol=1e-6)
+            np.testing.assert_allclose(ref.global_, env._obs[i].global_, atol=1e-6)
+            # the reward of metaal.envs.rewards with the single-problem torch learner
+            task, split = env.tasks[i], env.splits[i]
+            lrn = TorchLogReg(task.n_classes, device="cpu")
+            s2 = ALState(task.X_pool, task.n_classes, lrn, budget=20)
+            s2.add_labels(env.states[i].labeled_idx, env.states[i].y_labeled, refit=True, record=False)
+            pick, marg = infos[i]["pool_index"], infos[i]["margin_index"]
+            assert pick == obs_before[i].indices[a[i]]
+            sr = step_reward("margin_gain", s2, split, np.array([pick]), np.array([marg]),
+                             task.y_pool[[marg]], prev_acc[i], env.headroom[i])
+            assert rew[i] == pytest.approx(sr.reward, abs=1e-6)
+            assert infos[i]["reward_accuracy"] == pytest.approx(sr.accuracy)
+            n_checked += 1
+    assert n_checked == 15
+    # headroom as in Pool-v0
+    i = 1
+    task, split = env.tasks[i], env.splits[i]
+    s0 = ALState(task.X_pool, task.n_classes, TorchLogReg(task.n_classes, device="cpu"))
+    s0.add_labels(task.initial, task.y_pool[task.initial])
+    h, _ = headroom(task.X_pool, task.y_pool, s0.learner, split, split.accuracy(s0.learner))
+    assert env.headroom[i] == pytest.approx(h)
+
+
+def test_label_cost_restarts_early_and_truncates_at_round_end():
+    env = _env(num_envs=3, budget=6, reward="label_cost", target_accuracy=1.0, datasets=["sklearn:breast_cancer"])
+    env.reset()
+    env.target_accuracy[0] = 0.0  # episode 0 reaches its target at the first step
+    rng = np.random.default_rng(0)
+    done_log, trunc_log = [], []
+    for _ in range(6):
+        _, rew, dones, infos = env.step(_random_actions(env.action_masks(), rng))
+        assert (rew == -1).all()
+        for i in np.flatnonzero(dones):
+            assert "terminal_observation" in infos[i]
+        done_log.append(dones.copy())
+        trunc_log.append([bool(inf.get("TimeLimit.truncated", False)) for inf in infos])
+    done_log, trunc_log = np.array(done_log), np.array(trunc_log)
+    # episode 0 ended early and restarted on the same dataset, with its own fresh state ...
+    np.testing.assert_array_equal(done_log[0], [True, False, False])
+    assert not trunc_log[0].any()
+    # ... and its second episode (target 1.0) is truncated when the round ends at the budget
+    np.testing.assert_array_equal(done_log[-1], [True, True, True])
+    np.testing.assert_array_equal(trunc_log[-1], [True, False, False])
+    assert not done_log[1:-1].any()
+    assert env.round_step == 0 and all(s.n_labeled == 10 for s in env.states)  # a new round began
+
+
+def test_maskable_ppo_learns_on_it():
+    sb3c = pytest.importorskip("sb3_contrib")
+    env = _env(num_envs=4, budget=5)
+    model = sb3c.MaskablePPO("MultiInputPolicy", env, n_steps=8, batch_size=16, n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=64)
+    assert model.num_timesteps >= 64
+    obs = env.reset()
+    act, _ = model.predict(obs, action_masks=env.action_masks(), deterministic=True)
+    assert act.shape == (4,) and env.action_masks()[np.arange(4), act].all()
