@@ -15,6 +15,8 @@ In a subprocess (``SubprocVecEnv``) use the id ``"metaal.envs:metaal/Pool-v0"`` 
 imports this package (and registers the ids) first.
 
 ``gymnasium.make("metaal/Pool-v0", datasets=[...], budget=50)``; see ``docs/environments.md``.
+``metaal.envs.BatchedPoolVecEnv`` (N Pool-v0 episodes on one batched torch learner, an SB3 VecEnv)
+is imported lazily, on first access, so that importing this package does not import SB3 or torch.
 """
 from __future__ import annotations
 
@@ -46,7 +48,20 @@ def _register() -> None:
 
 _register()
 
+_LAZY = {"BatchedPoolVecEnv": "metaal.envs.vec_pool", "BatchedObserver": "metaal.envs.vec_pool"}
+
+
+def __getattr__(name: str):  # PEP 562: the batched vector env needs SB3 and torch, imported on use only
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
+    "BatchedObserver",
+    "BatchedPoolVecEnv",
     "DEFAULT_DATASETS",
     "DatasetCollection",
     "ENV_IDS",

@@ -51,6 +51,26 @@ def pool_spaces(k: int) -> tuple[spaces.Dict, spaces.Discrete]:
     return obs, spaces.Discrete(k)
 
 
+def _sorted_quantiles(a: np.ndarray, qs: Sequence[float]) -> np.ndarray:
+    """``np.quantile(a, qs, axis=1).T`` (method "linear") of rows ``a`` ``(N, m)`` that are
+    already sorted, ``(N, len(qs))``: numpy's virtual index and interpolation formulas, without
+    its partition."""
+    m = a.shape[1]
+    out = np.empty((a.shape[0], len(qs)))
+    for j, q in enumerate(qs):
+        virt = (m - 1) * np.float64(q)  # numpy's virtual index for "linear"
+        if virt >= m - 1:
+            lo = hi = m - 1
+        else:
+            lo = int(np.floor(virt))
+            hi = lo + 1
+        g = virt - np.floor(virt)
+        x0, x1 = a[:, lo], a[:, hi]
+        diff = x1 - x0
+        out[:, j] = (x1 - diff * (1 - g)) if g >= 0.5 else (x0 + diff * g)  # numpy's _lerp
+    return out
+
+
 class _SlotLearner:
     """The :class:`~metaal.learners.Learner` face of problem ``i`` of the batched model (so that
     ``state.learner.predict(X)`` works); fitting happens in the vector environment."""
@@ -84,11 +104,15 @@ class BatchedObserver:
     """:class:`~metaal.observe.Observer`'s observations for ``N`` episodes at once.
 
     Same features, candidates and random draws as ``Observer.observe(state, rng)`` called on every
-    episode's state with its generator (the per-pool work -- margins, the three heuristic
-    orderings, ranks, quantiles, distances to the labeled set -- is done on ``(N, n)`` arrays; only
-    the candidate bookkeeping and the random draws run per episode, with the very same calls).
-    Pool density and the distance scale are computed once per episode (:meth:`set_geometry`) and
-    installed in the states' caches, so ``metaal.observe.pool_density`` returns the same values.
+    episode's state with its generator (the per-pool work -- margins, top-2 and argmax by a pass
+    over the classes, the three heuristic orderings and the de-duplicated picks taken from them,
+    ranks, quantiles of the sorted margins, global features -- is done on ``(N, n)`` arrays; only
+    the random draws run per episode, with the very same ``rng.choice`` calls; episodes whose
+    heuristic heads are too short, or ``K`` below the heuristics' picks, take the item-by-item
+    path :meth:`_select_one`). Pool density and the distance scale are computed once per episode
+    (:meth:`geometry`) and installed in the states' caches, so ``metaal.observe.pool_density``
+    returns the same values. On the benchmark data the observations, rewards and accuracies are
+    bit-identical to those of the episode-by-episode implementation this replaced.
 
     :param observer: the :class:`~metaal.observe.Observer` whose settings (K, mix) are used.
     """
@@ -113,29 +137,36 @@ class BatchedObserver:
         iu = torch.triu_indices(len(sel_s), len(sel_s), offset=1, device=X.device)
         nn = min(n_neighbours + 1, len(sel_d))
 
-        def sqdist(A: "torch.Tensor", B: "torch.Tensor") -> "torch.Tensor":
-            # squared distances by metaal.state.pairwise_dist's formula; sqrt is taken only of the
-            # selected entries (monotone, so the same entries are selected)
-            sab = (A * A).sum(-1)[..., :, None] + (B * B).sum(-1)[..., None, :]
-            return torch.baddbmm(sab, A, B.transpose(1, 2), alpha=-2.0).clamp_(min=0.0)
-
         M = iu.shape[1]
+        iu_np = (iu[0].cpu().numpy(), iu[1].cpu().numpy())
         for s0 in range(0, N, chunk):
             Xc = X[s0 : s0 + chunk]
             if M:
+                # median pairwise distance: squared distances by metaal.state.pairwise_dist's formula,
+                # numpy's partition for the two middle values (much faster than torch.kthvalue);
+                # sqrt only of those (monotone)
                 S = Xc[:, sel_s]
-                d2 = sqdist(S, S)[:, iu[0], iu[1]]
-                if M % 2:
-                    med = torch.sqrt(torch.kthvalue(d2, M // 2 + 1, dim=1).values)
-                else:  # numpy's median: the mean of the two middle values
-                    lo2 = torch.kthvalue(d2, M // 2, dim=1).values
-                    above = torch.where(d2 > lo2[:, None], d2, torch.full_like(d2, float("inf"))).amin(1)
-                    hi2 = torch.where((d2 <= lo2[:, None]).sum(1) > M // 2, lo2, above)
-                    med = (torch.sqrt(lo2) + torch.sqrt(hi2)) / 2
-                med = med.to("cpu", torch.float64).numpy()
-                scale[s0 : s0 + chunk] = np.where(med > 1e-12, med, 1.0)
+                ss = (S * S).sum(-1)
+                d2 = torch.baddbmm(ss[:, :, None] + ss[:, None, :], S, S.transpose(1, 2), alpha=-2.0)
+                d2 = d2.clamp_(min=0.0).to("cpu", torch.float64).numpy()
+                for j in range(d2.shape[0]):
+                    v = d2[j][iu_np]
+                    if M % 2:
+                        med = float(np.sqrt(np.partition(v, M // 2)[M // 2]))
+                    else:  # numpy's median: the mean of the two middle values
+                        part = np.partition(v, [M // 2 - 1, M // 2])
+                        med = float((np.sqrt(part[M // 2 - 1]) + np.sqrt(part[M // 2])) / 2)
+                    scale[s0 + j] = med if med > 1e-12 else 1.0
+            # density: the nn smallest of |r|^2 - 2 x.r (|x|^2 is the same along a row, so it is
+            # added to the selected entries only), then clamp and sqrt as pairwise_dist does
             R = Xc[:, sel_d]
-            near = torch.sqrt(torch.topk(sqdist(Xc, R), nn, dim=-1, largest=False).values)  # ascending
+            sr = (R * R).sum(-1)[:, None, :]
+            sx = (Xc * Xc).sum(-1)
+            near = torch.empty(Xc.shape[0], n, nn, dtype=X.dtype, device=X.device)
+            for r0 in range(0, n, 512):  # row blocks: the (rows, n_ref) scores stay in cache
+                part = torch.baddbmm(sr, Xc[:, r0 : r0 + 512], R.transpose(1, 2), alpha=-2.0)
+                near[:, r0 : r0 + 512] = torch.topk(part, nn, dim=-1, largest=False, sorted=True).values
+            near = torch.sqrt((near + sx[..., None]).clamp_(min=0.0))  # ascending
             out = near[..., 1:].mean(-1) if nn > 1 else near[..., 0]
             dens[s0 : s0 + chunk] = 1.0 / (1.0 + out.to("cpu", torch.float64).numpy() / scale[s0 : s0 + chunk, None])
         return scale, dens
@@ -148,12 +179,19 @@ class BatchedObserver:
         dens: np.ndarray,
         scale: np.ndarray,
         P: np.ndarray | None = None,
+        Pt: np.ndarray | None = None,
+        P_prev: np.ndarray | None = None,
     ) -> list[Observation]:
         """Observations of ``states`` (all over pools of the same size ``n``).
 
         :param min_dist: distance of every pool item to the nearest labeled one ``(N, n)``.
         :param dens: pool density ``(N, n)``; ``scale``: distance scale ``(N,)``.
         :param P: the states' pool probabilities stacked ``(N, n, C)``, when at hand.
+        :param Pt: the same class-major ``(N, C, n)``, when at hand (faster top-2 and argmax).
+        :param P_prev: the states' previous probabilities stacked ``(N, n, C)``, when every state
+            has them at hand.
+
+        The predicted classes of the pool ``(N, n)`` are left in ``self.last_pred``.
         """
         from metaal.observe import N_CANDIDATE_FEATURES as F
 
@@ -164,18 +202,31 @@ class BatchedObserver:
         n_unl = n - labeled.sum(1)
         P = np.stack([s.proba for s in states]) if P is None else P
         has_prev = np.array([s.prev_proba is not None for s in states])
-        P_prev = None
-        if has_prev.any():
+        if P_prev is None and has_prev.any():
             P_prev = np.stack([s.prev_proba if s.prev_proba is not None else s.proba for s in states])
         if C == 2:
             top_all = np.maximum(P[..., 0], P[..., 1])
             marg = top_all - np.minimum(P[..., 0], P[..., 1])  # (N, n), as metaal.observe.margins
             pred_all = (P[..., 1] > P[..., 0]).astype(np.int64)
+        elif C <= 16:
+            # top two and first argmax by a pass over the classes: the same numbers as
+            # np.partition / np.argmax (no arithmetic), without numpy's slow short-axis kernels
+            Pc = Pt.transpose(1, 0, 2) if Pt is not None else P.transpose(2, 0, 1)  # (C, N, n)
+            top_all = Pc[0].copy()
+            second = np.full_like(top_all, -np.inf)
+            pred_all = np.zeros(top_all.shape, dtype=np.int64)
+            for c in range(1, C):
+                x = Pc[c]
+                np.maximum(second, np.minimum(top_all, x), out=second)
+                pred_all[x > top_all] = c
+                np.maximum(top_all, x, out=top_all)
+            marg = top_all - second
         else:
             part = np.partition(P, -2, axis=2)
             top_all = part[..., -1]
             marg = top_all - part[..., -2]
             pred_all = np.argmax(P, axis=2)
+        self.last_pred = pred_all
         L = ob.n_margin + ob.n_density + ob.n_kcenter
         keys = (
             np.where(labeled, np.inf, marg),
@@ -195,39 +246,63 @@ class BatchedObserver:
             part_idx = np.argpartition(key, l_eff - 1, axis=1)[:, :l_eff]
             thr = np.take_along_axis(key, part_idx, axis=1).max(axis=1)
             heads.append((key <= thr[:, None]) & unlabeled)
+        takes = (ob.n_margin, ob.n_density, ob.n_kcenter)
+        rows1 = np.arange(N)
+        # each ordering's head, sorted (stable: ties keep pool order), padded with -1: (N, H)
+        orders, slow = [], n_unl == 0
+        for key, head in zip(keys, heads):
+            cnt = head.sum(1)
+            r, c = np.nonzero(head)
+            pos = np.arange(len(r)) - (np.cumsum(cnt) - cnt)[r]
+            H = max(int(cnt.max()), 1)
+            Pm = np.full((N, H), -1, dtype=np.int64)
+            Kv = np.full((N, H), np.inf)
+            Pm[r, pos], Kv[r, pos] = c, key[r, c]
+            orders.append(np.take_along_axis(Pm, np.argsort(Kv, axis=1, kind="stable"), axis=1))
+            slow |= cnt < np.minimum(L, n_unl)  # fewer unlabeled items here than in other episodes
+        if L > K:  # the K limit could cut a heuristic's picks short: keep the episode-wise path
+            slow[:] = True
+        # the heuristics' picks, for all episodes at once: an item joins when it is new and its
+        # ordering has not yet added its quota; items already chosen just gain the flag
+        member = np.zeros((N, n), dtype=bool)
+        bits = np.zeros((N, n), dtype=np.uint8)
+        added_all = []
+        for flag, (O, n_take) in enumerate(zip(orders, takes)):
+            valid = O >= 0
+            Os = np.maximum(O, 0)
+            is_new = valid & ~member[rows1[:, None], Os]
+            before = np.cumsum(is_new, axis=1) - is_new
+            visited = valid & (before < n_take)
+            added = visited & is_new
+            rv, cv = np.nonzero(visited)
+            bits[rv, O[rv, cv]] |= np.uint8(1 << flag)
+            ra, ca = np.nonzero(added)
+            member[ra, O[ra, ca]] = True
+            added_all.append(added)
+        Ocat = np.concatenate(orders, axis=1)
+        Acat = np.concatenate(added_all, axis=1)
+        m_h = Acat.sum(1)
+        sel = np.take_along_axis(Ocat, np.argsort(~Acat, axis=1, kind="stable"), axis=1)
+        n_free = n_unl - m_h
+        bit_flags = ((bits[..., None] >> np.arange(3, dtype=np.uint8)) & 1).astype(np.float32)  # (N, n, 3)
         for i in range(N):
-            nu = int(n_unl[i])
-            if nu == 0:
+            if slow[i]:
+                if n_unl[i] > 0:
+                    m_all[i] = self._select_one(i, keys, heads, unlabeled, local_of, L, rngs[i], cand_idx, flags_all)
                 continue
-            unl = np.flatnonzero(unlabeled[i])
-            chosen: dict[int, np.ndarray] = {}
-            for flag, (key, head, n_take) in enumerate(zip(keys, heads, (ob.n_margin, ob.n_density, ob.n_kcenter))):
-                row = key[i]
-                cand = np.flatnonzero(head[i])
-                if len(cand) < min(L, nu):  # fewer unlabeled items here than in other episodes
-                    cand = unl
-                order = local_of[i, cand[np.argsort(row[cand], kind="stable")]]
-                added = 0
-                for j in order:
-                    if added >= n_take or len(chosen) >= K:
-                        break
-                    j = int(j)
-                    if j not in chosen:
-                        chosen[j] = np.zeros(4, dtype=np.float32)
-                        added += 1
-                    chosen[j][flag] = 1.0
-            free = np.ones(nu, dtype=bool)
-            free[np.fromiter(chosen, dtype=np.int64)] = False
-            rest = np.flatnonzero(free)  # = np.setdiff1d(np.arange(nu), chosen, assume_unique=True)
-            n_rand = min(K - len(chosen), len(rest))
+            mh = int(m_h[i])
+            cand_idx[i, :mh] = sel[i, :mh]
+            flags_all[i, :mh, :3] = bit_flags[i, sel[i, :mh]]
+            n_rand = min(K - mh, int(n_free[i]))
             if n_rand > 0:
-                for j in rngs[i].choice(rest, size=n_rand, replace=False):
-                    chosen[int(j)] = np.array([0, 0, 0, 1], dtype=np.float32)
-            local = np.fromiter(chosen, dtype=np.int64)
-            m = len(local)
-            cand_idx[i, :m] = unl[local]
-            flags_all[i, :m] = np.stack([chosen[int(j)] for j in local])
-            m_all[i] = m
+                # the unlabeled positions (0..nu-1 among them) not chosen yet, increasing: the
+                # same array as Observer.propose's np.setdiff1d(np.arange(nu), chosen)
+                rest = np.delete(np.arange(int(n_unl[i])), local_of[i, sel[i, :mh]])
+                draw = rngs[i].choice(rest, size=n_rand, replace=False)
+                # back to pool positions: the first position whose local index reaches j
+                cand_idx[i, mh : mh + n_rand] = np.searchsorted(local_of[i], draw, side="left")
+                flags_all[i, mh : mh + n_rand, 3] = 1.0
+            m_all[i] = mh + max(n_rand, 0)
         # candidate features, batched (padding rows use position 0 and are zeroed below)
         rows = np.arange(N)[:, None]
         safe = np.maximum(cand_idx, 0)
@@ -251,37 +326,76 @@ class BatchedObserver:
         feats = np.stack([top, mc, ent, dis, rank, dist, dc, share], axis=2)
         # global features
         if (n_unl == n_unl[0]).all() and n_unl[0] > 0:
-            qs = np.quantile(marg_unl_sorted[:, : n_unl[0]], [0.1, 0.5, 0.9], axis=1).T
+            qs = _sorted_quantiles(marg_unl_sorted[:, : n_unl[0]], (0.1, 0.5, 0.9))
         else:
             qs = np.stack([
                 np.quantile(marg_unl_sorted[i, : n_unl[i]], [0.1, 0.5, 0.9]) if n_unl[i] else np.zeros(3)
                 for i in range(N)
             ])
         est = top_all.mean(axis=1)
-        for i, st in enumerate(states):
-            m = m_all[i]
-            cf = np.zeros((K, F), dtype=np.float32)
-            cf[:m, :8] = feats[i, :m]
-            cf[:m, 8:] = flags_all[i, :m]
-            mask = np.zeros(K, dtype=bool)
-            mask[:m] = True
-            tot = counts[i].sum()
-            if tot > 0:
-                q = counts[i][counts[i] > 0] / tot
-                lab_ent = float(-(q * np.log(q)).sum() / np.log(C))
-            else:
-                lab_ent = 0.0
-            budget_used = min(st.n_queried / st.budget, 1.0) if st.budget else 0.0
-            flip = 0.0
-            if st.prev_pred is not None:
-                flip = float(np.mean(st.prev_pred != pred_all[i]))
-            g = np.asarray(
-                [budget_used, np.log1p(st.n_labeled) / np.log(1001.0), np.log(C) / np.log(100.0), lab_ent,
-                 float(est[i]), qs[i, 0], qs[i, 1], qs[i, 2], flip, st.n_labeled / st.n_pool],
-                dtype=np.float32,
-            )
-            out.append(Observation(cf, g, mask, cand_idx[i].copy()))
+        # everything at once, then one Observation (views) per episode
+        valid = np.arange(K)[None, :] < m_all[:, None]  # (N, K)
+        cf = np.zeros((N, K, F), dtype=np.float32)
+        cf[..., :8] = feats
+        cf[..., 8:] = flags_all
+        cf[~valid] = 0.0
+        tot = counts.sum(1)
+        q = counts / np.maximum(tot, 1.0)[:, None]
+        lab_ent = np.where(tot > 0, -np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0).sum(1) / np.log(C), 0.0)
+        n_lab = np.array([st.n_labeled for st in states], dtype=float)
+        budget_used = np.array([min(st.n_queried / st.budget, 1.0) if st.budget else 0.0 for st in states])
+        flip = np.zeros(N)
+        has_pp = np.array([st.prev_pred is not None for st in states])
+        if has_pp.any():
+            pp = np.stack([st.prev_pred if st.prev_pred is not None else pred_all[j] for j, st in enumerate(states)])
+            flip = np.where(has_pp, (pp != pred_all).mean(1), 0.0)
+        G = np.stack(
+            [budget_used, np.log1p(n_lab) / np.log(1001.0), np.full(N, np.log(C) / np.log(100.0)), lab_ent,
+             est, qs[:, 0], qs[:, 1], qs[:, 2], flip, n_lab / n], axis=1,
+        ).astype(np.float32)
+        for i in range(N):
+            out.append(Observation(cf[i], G[i], valid[i].copy(), cand_idx[i].copy()))
         return out
+
+
+    def _select_one(
+        self, i: int, keys: tuple, heads: list, unlabeled: np.ndarray, local_of: np.ndarray, L: int,
+        rng: np.random.Generator, cand_idx: np.ndarray, flags_all: np.ndarray,
+    ) -> int:
+        """Observer.propose for episode ``i``, item by item (episodes whose heads are too short,
+        or ``K`` below the heuristics' picks); fills ``cand_idx[i]`` / ``flags_all[i]``, returns m."""
+        ob = self.observer
+        K = ob.k
+        unl = np.flatnonzero(unlabeled[i])
+        nu = len(unl)
+        chosen: dict[int, np.ndarray] = {}
+        for flag, (key, head, n_take) in enumerate(zip(keys, heads, (ob.n_margin, ob.n_density, ob.n_kcenter))):
+            row = key[i]
+            cand = np.flatnonzero(head[i])
+            if len(cand) < min(L, nu):
+                cand = unl
+            order = local_of[i, cand[np.argsort(row[cand], kind="stable")]]
+            added = 0
+            for j in order:
+                if added >= n_take or len(chosen) >= K:
+                    break
+                j = int(j)
+                if j not in chosen:
+                    chosen[j] = np.zeros(4, dtype=np.float32)
+                    added += 1
+                chosen[j][flag] = 1.0
+        free = np.ones(nu, dtype=bool)
+        free[np.fromiter(chosen, dtype=np.int64)] = False
+        rest = np.flatnonzero(free)
+        n_rand = min(K - len(chosen), len(rest))
+        if n_rand > 0:
+            for j in rng.choice(rest, size=n_rand, replace=False):
+                chosen[int(j)] = np.array([0, 0, 0, 1], dtype=np.float32)
+        local = np.fromiter(chosen, dtype=np.int64)
+        m = len(local)
+        cand_idx[i, :m] = unl[local]
+        flags_all[i, :m] = np.stack([chosen[int(j)] for j in local])
+        return m
 
 
 class BatchedPoolVecEnv(VecEnv):
@@ -377,6 +491,7 @@ class BatchedPoolVecEnv(VecEnv):
         self.test_accuracy = np.full(N, np.nan)
         self._X = self._Xr = self._Xt = None
         self._min_dist = None
+        self._P = self._Pt = self._P_prev = None
         self._start(np.arange(N))
 
     def _start(self, idx: np.ndarray) -> None:
@@ -457,13 +572,17 @@ class BatchedPoolVecEnv(VecEnv):
         Xi = self._X[ti]
         scale, dens = BatchedObserver.geometry(Xi)
         if self._min_dist is None:
-            self._min_dist = np.zeros((self.num_envs, Xi.shape[1]))
+            self._md = torch.zeros(self._X.shape[:2], device=dev, dtype=dt)  # distances to the labeled sets
+            # the numpy face of self._md: a view on the CPU (float64), a copy refreshed per update otherwise
+            self._md_view = dev.type == "cpu" and dt == torch.float64
+            self._pred = np.zeros(self._X.shape[:2], dtype=np.int64)
+            self._min_dist = self._md.numpy() if self._md_view else np.zeros(self._X.shape[:2])
             self._dens = np.zeros((self.num_envs, Xi.shape[1]))
             self._scale = np.ones(self.num_envs)
             self._sq = torch.zeros(self._X.shape[:2], device=dev, dtype=dt)
         self._sq[ti] = (Xi * Xi).sum(-1)
         self._dens[idx], self._scale[idx] = dens, scale
-        self._min_dist[idx] = np.inf
+        self._md[ti] = float("inf")
         init = np.stack([self.tasks[i].initial for i in idx])  # same initial size for all
         for c in range(init.shape[1]):
             self._update_min_dist(idx, init[:, c])
@@ -488,9 +607,15 @@ class BatchedPoolVecEnv(VecEnv):
         ti = self._sel(idx)
         Xi = self._X[ti]
         xp = Xi[torch.arange(len(idx), device=self.device), torch.as_tensor(pos, device=self.device)]  # (k, d)
-        d2 = self._sq[ti] + (xp * xp).sum(-1)[:, None] - 2.0 * torch.bmm(Xi, xp[:, :, None])[..., 0]
-        d = torch.sqrt(torch.clamp(d2, min=0.0)).to("cpu", torch.float64).numpy()
-        self._min_dist[idx] = np.minimum(self._min_dist[idx], d)
+        # (|x|^2 + |x_p|^2) - 2 x.x_p, as metaal.state.pairwise_dist (the factor -2 is exact)
+        d2 = torch.baddbmm((self._sq[ti] + (xp * xp).sum(-1)[:, None])[..., None], Xi, xp[:, :, None], alpha=-2.0)
+        d = torch.sqrt_(torch.clamp_(d2[..., 0], min=0.0))
+        if isinstance(ti, slice):
+            torch.minimum(self._md, d, out=self._md)
+        else:
+            self._md[ti] = torch.minimum(self._md[ti], d)
+        if not self._md_view:
+            self._min_dist[idx] = self._md[ti].to("cpu", torch.float64).numpy()
 
     def _observe(self, idx: np.ndarray) -> None:
         if self.exact_observer:
@@ -498,11 +623,14 @@ class BatchedPoolVecEnv(VecEnv):
                 self._obs[i] = self.observer.observe(self.states[i], self.rngs[i])
             return
         all_envs = len(idx) == self.num_envs
-        obs = self.batched_observer.observe(
+        bo = self.batched_observer
+        obs = bo.observe(
             [self.states[i] for i in idx], [self.rngs[i] for i in idx],
             self._min_dist[idx], self._dens[idx], self._scale[idx],
-            P=self._P if all_envs else None,
+            P=self._P if all_envs else None, Pt=self._Pt if all_envs else None,
+            P_prev=self._P_prev if all_envs else None,
         )
+        self._pred[idx] = bo.last_pred  # argmax of every state's proba (ALState.pred)
         for j, i in enumerate(idx):
             self._obs[i] = obs[j]
 
@@ -535,11 +663,24 @@ class BatchedPoolVecEnv(VecEnv):
         for name in ("coef_", "present_", "prior_", "use_prior_"):
             getattr(model, name)[ti] = getattr(fit, name)[:n_main]
         self._cf = fit if cf is not None else None
-        proba = model.predict_proba(self._XT[ti], rows=ti, transposed=True)
-        self._P = proba if len(idx) == self.num_envs else None
+        with torch.no_grad():
+            pt = model._finish_proba_t(model._logits_t(self._XT[ti], ti, transposed=True), ti)
+        proba_t = pt.to("cpu", torch.float64).numpy()  # (k, C, n) class-major
+        proba = np.ascontiguousarray(proba_t.transpose(0, 2, 1))  # (k, n, C)
+        all_envs = len(idx) == self.num_envs
+        # the previous batch is every state's prev_proba after a step (not after a reset)
+        self._P_prev = self._P if (all_envs and not first and self._P is not None) else None
+        prev_pred = self._pred if self._P_prev is not None else None
+        self._P, self._Pt = (proba, proba_t) if all_envs else (None, None)
         for j, i in enumerate(idx):
-            self.states[i].set_proba(proba[j], first=first)
-            self.states[i].learner.n_fits += 1
+            st = self.states[i]
+            if prev_pred is not None:  # ALState.set_proba, with the argmax already at hand
+                st.prev_pred, st.prev_proba, st.proba = prev_pred[i].copy(), st.proba, proba[j]
+                for key in [k for k in st.cache if k.startswith("fit:")]:
+                    del st.cache[key]
+            else:
+                st.set_proba(proba[j], first=first)
+            st.learner.n_fits += 1
 
     def _accuracy(self, X: Any, y: np.ndarray, idx: np.ndarray, rows: Any, model: Any = None) -> np.ndarray:
         import torch

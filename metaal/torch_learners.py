@@ -111,7 +111,11 @@ def gather_padded(
     N, n = mask.shape
     counts = mask.sum(1)
     m = max(int(counts.max().item()) if N else 0, 1)
-    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :m]  # labeled rows first
+    # labeled rows first, in pool order (what a stable argsort of ~mask gives, without the sort)
+    r, c = torch.nonzero(mask, as_tuple=True)  # row-major: columns ascending within each row
+    starts = torch.cumsum(counts, 0) - counts
+    order = torch.zeros(N, m, dtype=torch.int64, device=mask.device)
+    order[r, torch.arange(len(r), device=mask.device) - starts[r]] = c
     valid = torch.arange(m, device=mask.device)[None, :] < counts[:, None]
     rows = (torch.arange(N, device=mask.device) if source is None else source.to(mask.device))[:, None]
     Xp = X[order] if X.dim() == 2 else X[rows, order]
@@ -212,11 +216,13 @@ class _BatchedBase:
         present, prior, use_prior = self.present_, self.prior_, self.use_prior_
         if rows is not None:
             present, prior, use_prior = present[rows], prior[rows], use_prior[rows]
-        z = torch.where(present[:, :, None], logits_t, torch.full_like(logits_t, _NEG))
+        # (the masks are skipped when they change nothing: the same numbers, fewer passes)
+        z = logits_t if bool(present.all()) else torch.where(present[:, :, None], logits_t, torch.full_like(logits_t, _NEG))
         p = torch.softmax(z, dim=1)
-        p = torch.where(use_prior[:, None, None], prior[:, :, None].expand_as(p), p)
-        p = p.clamp_min(PROBA_FLOOR)
-        return p / p.sum(1, keepdim=True)
+        if bool(use_prior.any()):
+            p = torch.where(use_prior[:, None, None], prior[:, :, None].expand_as(p), p)
+        p = p.clamp_min_(PROBA_FLOOR)
+        return p.div_(p.sum(1, keepdim=True))
 
     def predict_tensor(self, X: Any, rows: Any = None, transposed: bool = False) -> torch.Tensor:
         """Predicted classes ``(N, n)`` (argmax of the probabilities, without computing them)."""
@@ -429,18 +435,26 @@ class _LogRegProblem:
         D = Xb.shape[2]
         wp = w[..., None] * p  # (N, m, C)
         # block (c, e) = X^T diag(w (p_c delta_ce - p_c p_e)) X; symmetric, so e >= c only
-        H = torch.empty(N, C, D, C, D, dtype=p.dtype, device=p.device)
         XbT = Xb.transpose(1, 2)
-        for c in range(C):
-            for e in range(c, C):
-                a = -wp[..., c] * p[..., e]
-                if e == c:
-                    a = a + wp[..., c]
-                blk = torch.bmm(XbT, Xb * a[..., None])
-                H[:, c, :, e, :] = blk
-                if e != c:
-                    H[:, e, :, c, :] = blk.transpose(1, 2)
-        H = H.reshape(N, C * D, C * D)
+        if N * m * C * C * D <= 4_000_000:  # small problems (the env's steps): one batched product
+            # all blocks at once: A[n, i, c, e] = w_i (p_ic delta_ce - p_ic p_ie)
+            A = -wp[..., :, None] * p[..., None, :]  # (N, m, C, C)
+            A.diagonal(dim1=2, dim2=3).add_(wp)
+            XA = (Xb[:, :, None, None, :] * A[..., None]).reshape(N, m, C * C * D)
+            H = torch.bmm(XbT, XA)  # (N, D, C*C*D): [a, (c, e, b)]
+            H = H.reshape(N, D, C, C, D).permute(0, 2, 1, 3, 4).reshape(N, C * D, C * D)
+        else:  # large ones: block by block, e >= c only (symmetric)
+            H5 = torch.empty(N, C, D, C, D, dtype=p.dtype, device=p.device)
+            for c in range(C):
+                for e in range(c, C):
+                    a = -wp[..., c] * p[..., e]
+                    if e == c:
+                        a = a + wp[..., c]
+                    blk = torch.bmm(XbT, Xb * a[..., None])
+                    H5[:, c, :, e, :] = blk
+                    if e != c:
+                        H5[:, e, :, c, :] = blk.transpose(1, 2)
+            H = H5.reshape(N, C * D, C * D)
         if self.any_absent:
             H = H * keep[:, :, None] * keep[:, None, :]
         H.diagonal(dim1=1, dim2=2).add_(ridge)
@@ -450,8 +464,8 @@ class _LogRegProblem:
 def _newton(problem: _LogRegProblem, W: torch.Tensor, max_iter: int, tol: float) -> tuple[torch.Tensor, int]:
     N, D, C = W.shape
     it = 0
+    f, G, p = problem.loss_grad(W)
     for it in range(1, max_iter + 1):
-        f, G, p = problem.loss_grad(W)
         gmax = G.abs().amax((1, 2)) / problem.wsum
         active = gmax > tol
         if not bool(active.any()):
@@ -477,16 +491,23 @@ def _newton(problem: _LogRegProblem, W: torch.Tensor, max_iter: int, tol: float)
             dW = torch.zeros_like(W)
             dW[rows] = step
         slope = (G * dW).sum((1, 2))
+        # per-problem Armijo backtracking; the full step's loss comes with the next gradient
+        Wn = W + dW
+        fn, Gn, pn = problem.loss_grad(Wn)
+        accepted = ~active | (fn <= f + 1e-4 * slope) | (slope >= 0)
+        if bool(accepted.all()):
+            W, f, G, p = Wn, fn, Gn, pn
+            continue
         t = torch.ones(N, dtype=W.dtype, device=W.device)
-        accepted = ~active
-        for _ in range(30):  # per-problem Armijo backtracking
+        for _ in range(29):
+            t = torch.where(accepted, t, t * 0.5)
             f_new = problem.loss(W + t[:, None, None] * dW)
             accepted = accepted | (f_new <= f + 1e-4 * t * slope) | (slope >= 0)
             if bool(accepted.all()):
                 break
-            t = torch.where(accepted, t, t * 0.5)
         t = torch.where(accepted, t, torch.zeros_like(t))
         W = W + t[:, None, None] * dW
+        f, G, p = problem.loss_grad(W)
     return W, it
 
 

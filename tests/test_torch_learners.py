@@ -142,3 +142,36 @@ def test_torch_logreg_learner_and_simulate_parity(wine, bc, shared):
         a = simulate(task, "margin", budget=15, learner="logreg", seed=1)
         b = simulate(task, "margin", budget=15, learner="torch_logreg", seed=1)
         assert abs(a.aulc - b.aulc) <= 0.01, (ds.name, a.aulc, b.aulc)
+
+
+def test_gather_padded_order_and_hessian_paths(wine):
+    import torch
+
+    from metaal.torch_learners import _LogRegProblem
+
+    X = torch.as_tensor(np.asarray(wine.X, dtype=np.float64))
+    y = torch.as_tensor(wine.y)
+    rng = np.random.default_rng(0)
+    mask = torch.as_tensor(rng.random((5, len(wine.y))) < np.array([0.0, 0.05, 0.2, 0.5, 1.0])[:, None])
+    Xp, yp, wp = gather_padded(X, y, mask)
+    for k in range(5):  # labeled rows first, in pool order, zero padding
+        rows = np.flatnonzero(mask[k].numpy())
+        m = len(rows)
+        np.testing.assert_array_equal(Xp[k, :m].numpy(), X[rows].numpy())
+        np.testing.assert_array_equal(yp[k, :m].numpy(), wine.y[rows])
+        assert (wp[k, :m] == 1).all() and (wp[k, m:] == 0).all() and (Xp[k, m:] == 0).all()
+    # the one-product Hessian (small problems) equals the block-by-block one (large problems)
+    Xb = torch.cat([Xp, torch.ones(*Xp.shape[:2], 1, dtype=Xp.dtype)], -1)
+    C = 3
+    Y = torch.nn.functional.one_hot(yp, C).to(Xb.dtype)
+    present = torch.ones(5, C, dtype=torch.bool)
+    prob = _LogRegProblem(Xb, Y, wp, present, torch.ones(5, dtype=Xb.dtype))
+    p = torch.softmax(torch.randn(*Xb.shape[:2], C, dtype=Xb.dtype, generator=torch.Generator().manual_seed(0)), -1)
+    H_small = prob.hessian(p)
+    big = Xb.shape[0] * Xb.shape[1] * C * C * Xb.shape[2] > 4_000_000
+    assert not big
+    Xbig = Xb.repeat(1, 40, 1)  # the same problems with every row 40 times: the block path
+    prob_big = _LogRegProblem(Xbig, Y.repeat(1, 40, 1), wp.repeat(1, 40), present, torch.ones(5, dtype=Xb.dtype))
+    H_big = prob_big.hessian(p.repeat(1, 40, 1))
+    np.testing.assert_allclose(H_big.numpy() - torch.diag_embed(prob_big.ridge).numpy(),
+                               40 * (H_small - torch.diag_embed(prob.ridge)).numpy(), rtol=1e-9, atol=1e-9)

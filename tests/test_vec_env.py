@@ -172,3 +172,58 @@ def test_maskable_ppo_learns_on_it():
     obs = env.reset()
     act, _ = model.predict(obs, action_masks=env.action_masks(), deterministic=True)
     assert act.shape == (4,) and env.action_masks()[np.arange(4), act].all()
+
+
+def _tie_dataset():
+    """600 rows, 4 classes, every row present twice (exact ties in the k-center and density
+    orderings) -- the batched candidate selection must break ties as Observer does."""
+    from metaal.data import Dataset
+
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(300, 5)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64) + 2 * (X[:, 1] > 0).astype(np.int64)
+    return Dataset(X=np.concatenate([X, X]), y=np.concatenate([y, y]), classes=np.array(["a", "b", "c", "d"]),
+                   name="ties")
+
+
+def test_batched_selection_matches_observer_on_ties_and_four_classes():
+    env = _env(num_envs=5, budget=12, datasets=[_tie_dataset()], max_pool=None, seed=4)
+    env.reset()
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        rngs_before = copy.deepcopy(env.rngs)
+        env.step(_random_actions(env.action_masks(), rng))
+        for i in range(env.num_envs):
+            st = copy.deepcopy(env.states[i])
+            st.cache.clear()
+            st._scale = None
+            st._min_dist = None
+            ref = env.observer.observe(st, rngs_before[i])
+            np.testing.assert_array_equal(ref.indices, env._obs[i].indices)
+            np.testing.assert_allclose(ref.candidates, env._obs[i].candidates, atol=1e-6)
+            np.testing.assert_allclose(ref.global_, env._obs[i].global_, atol=1e-6)
+            assert np.array_equal(env.states[i].prev_pred, np.argmax(env.states[i].prev_proba, axis=1))
+
+
+def test_geometry_matches_state_and_pool_density():
+    import torch
+
+    from metaal.envs.vec_pool import BatchedObserver
+    from metaal.observe import pool_density
+
+    rng = np.random.default_rng(0)
+    pools = [rng.normal(size=(1200, 6)) * (1 + i) for i in range(3)]  # > 1,000 rows: sampled references
+    scale, dens = BatchedObserver.geometry(torch.as_tensor(np.stack(pools)), chunk=2)
+    for i, Xp in enumerate(pools):
+        st = ALState(Xp, 2, None)  # type: ignore[arg-type]
+        assert scale[i] == pytest.approx(st.distance_scale(), rel=1e-12)
+        np.testing.assert_allclose(dens[i], pool_density(st), rtol=0, atol=1e-12)
+
+
+def test_lazy_export_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, metaal.envs as e; assert 'torch' not in sys.modules and 'stable_baselines3' not in sys.modules; "
+            "from metaal.envs import BatchedPoolVecEnv; assert BatchedPoolVecEnv.__name__ == 'BatchedPoolVecEnv'")
+    subprocess.run([sys.executable, "-c", code], check=True)
