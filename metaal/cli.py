@@ -14,6 +14,7 @@ from metaal import __version__
 from metaal.errors import MetaalError
 
 COMMAND_MODULES = [
+    "metaal.experiments.train",
     "metaal.experiments.compare",
     "metaal.featurize_cli",
     "metaal.label_cli",

@@ -1,0 +1,325 @@
+"""Imitation warm start: a one-step lookahead expert, behaviour cloning and DAgger.
+
+The expert sees what no deployed policy can: the labels of the pool (the simulation oracle) and a
+held-out *reward split*. For every candidate of an observation it labels that candidate, refits
+the learner and measures the reward-split accuracy (plus ``ll_weight`` times the mean
+log-probability of the true class, a tie-breaker: accuracy on a few hundred items moves in steps
+of ``1/n``, so most candidates tie on accuracy alone). The gain over the current model is the
+candidate's score; the expert picks the best one (greedy one-step lookahead, as in "expected error
+reduction" with the true labels).
+
+Episodes never touch a meta-test dataset: a :class:`TaskSampler` draws a dataset from the given
+(meta-train) names, subsamples it to ``max_rows`` rows, makes the default-protocol split with a
+fresh seed and uses the split's held-out 30% as the reward split (these datasets are never used to
+report results). Behaviour cloning (:func:`bc_train`) minimises the cross-entropy between the
+policy's candidate distribution and a soft target ``softmax(z / tau)`` of the per-state
+standardized gains ``z`` (``tau -> 0`` is the expert's hard choice). :func:`dagger` rolls in with
+the current policy, asks the expert on the states it visits, aggregates and retrains.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from metaal.observe import Observer
+from metaal.state import ALState, Task
+
+log = logging.getLogger("metaal.agents")
+
+
+# ----------------------------------------------------------------------------------------------
+# episodes over meta-train datasets
+
+
+@dataclass
+class TaskSampler:
+    """Draws training tasks from named datasets (``METAAL_DATA`` names, ``sklearn:``, ``synth:``).
+
+    :param datasets: dataset specs (meta-train only); ``synth:random`` draws a new random
+        synthetic task (:func:`metaal.synthetic.random_task_spec`) each time.
+    :param max_rows: datasets larger than this are subsampled (uniformly, per task) first.
+    :param initial: size of the initial labeled set.
+    """
+
+    datasets: Sequence[str]
+    max_rows: int = 2000
+    initial: int = 10
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def load(self, spec: str) -> Any:
+        from metaal.data import load_dataset
+
+        if spec not in self._cache:
+            ds = load_dataset(spec)
+            ds.require_features()
+            self._cache[spec] = ds
+        return self._cache[spec]
+
+    def sample(self, rng: np.random.Generator) -> tuple[Task, str]:
+        """A random task ``(Task, dataset spec)``; its ``X_test``/``y_test`` is the reward split."""
+        from metaal.data import make_split
+
+        spec = self.datasets[int(rng.integers(len(self.datasets)))]
+        if spec == "synth:random":  # a fresh random synthetic task (metaal.synthetic)
+            from metaal.synthetic import random_task_spec
+
+            spec = random_task_spec(rng)
+            ds = self.load(spec)
+            self._cache.pop(spec, None)
+        else:
+            ds = self.load(spec)
+        seed = int(rng.integers(2**31 - 1))
+        if ds.n > self.max_rows:
+            rows = np.sort(np.random.default_rng(seed).choice(ds.n, size=self.max_rows, replace=False))
+            sub = ds.subset(rows)
+            if len(np.unique(sub.y)) >= 2:
+                ds = sub
+        task = Task.from_split(ds, make_split(ds, seed, self.initial))
+        task.name = str(spec)
+        return task, str(spec)
+
+
+# ----------------------------------------------------------------------------------------------
+# the expert
+
+
+def lookahead_gains(state: ALState, task: Task, indices: np.ndarray, mask: np.ndarray, ll_weight: float = 0.01) -> np.ndarray:
+    """One-step lookahead score of every candidate, shape ``(K,)`` (``-inf`` on padding rows).
+
+    :param indices: ``(K,)`` pool positions of the candidates (``Observation.indices``).
+    :param mask: ``(K,)`` valid candidates.
+    Score = reward-split accuracy gain + ``ll_weight`` * mean log-likelihood gain, relative to the
+    current model. A logistic regression refits warm-started from the current coefficients.
+    """
+    Xr, yr = task.X_test, task.y_test
+    lab = state.labeled_idx
+    base = state.learner.predict_proba(Xr)
+
+    def score(p: np.ndarray) -> float:
+        acc = float(np.mean(np.argmax(p, 1) == yr))
+        ll = float(np.mean(np.log(np.clip(p[np.arange(len(yr)), yr], 1e-12, 1.0))))
+        return acc + ll_weight * ll
+
+    s0 = score(base)
+    out = np.full(len(indices), -np.inf)
+    est = state.learner.estimator
+    warm_ok = hasattr(est, "coef_") and hasattr(est, "warm_start") and state.learner._prior is None
+    for j in np.flatnonzero(mask):
+        c = int(indices[j])
+        y_c = int(task.y_pool[c])
+        X = np.concatenate([state.X_pool[lab], state.X_pool[c : c + 1]])
+        y = np.concatenate([state.labels[lab], [y_c]])
+        if warm_ok and y_c in set(state.learner.classes_.tolist()):
+            lrn = copy.copy(state.learner)
+            lrn.estimator = copy.deepcopy(est)
+            lrn.estimator.set_params(warm_start=True)
+            lrn.estimator.fit(X, y)
+        else:
+            lrn = state.learner.clone()
+            lrn.fit(X, y)
+        out[j] = score(lrn.predict_proba(Xr)) - s0
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# data collection
+
+
+@dataclass
+class Demonstrations:
+    """Observations with the expert's per-candidate gains.
+
+    ``candidates`` (N, K, F), ``global_`` (N, G), ``mask`` (N, K) bool, ``gains`` (N, K) with
+    ``-inf`` on padding, ``dataset`` (N,) str.
+    """
+
+    candidates: np.ndarray
+    global_: np.ndarray
+    mask: np.ndarray
+    gains: np.ndarray
+    dataset: np.ndarray
+
+    def __len__(self) -> int:
+        return int(len(self.gains))
+
+    @staticmethod
+    def concat(parts: Sequence["Demonstrations"]) -> "Demonstrations":
+        parts = [p for p in parts if len(p)]
+        return Demonstrations(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                                ("candidates", "global_", "mask", "gains", "dataset")))
+
+    def save(self, path: str) -> None:
+        np.savez_compressed(path, candidates=self.candidates, global_=self.global_, mask=self.mask,
+                            gains=self.gains, dataset=self.dataset)
+
+    @staticmethod
+    def load(path: str) -> "Demonstrations":
+        z = np.load(path, allow_pickle=False)
+        return Demonstrations(z["candidates"], z["global_"], z["mask"], z["gains"], z["dataset"])
+
+
+def _episode(sampler: TaskSampler, seed: int, k: int, budget_range: tuple[int, int], record_prob: float,
+             rollin: str, policy_state: Any, learner: str, ll_weight: float, beta: float) -> Demonstrations:
+    """One episode: roll in, record ``record_prob`` of the steps with the expert's gains."""
+    from threadpoolctl import threadpool_limits
+
+    from metaal.loop.simulate import new_state
+
+    rng = np.random.default_rng([seed, 7])
+    task, spec = sampler.sample(rng)
+    free = task.n_pool - len(task.initial)
+    B = int(min(rng.integers(budget_range[0], budget_range[1] + 1), free))
+    obs_rng = np.random.default_rng([seed, 11])
+    policy = None
+    if rollin == "policy" and policy_state is not None:
+        import torch as th
+
+        th.set_num_threads(1)
+        policy = policy_state
+    cands, globs, masks, gains = [], [], [], []
+    import warnings
+
+    with threadpool_limits(limits=1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # sklearn: tiny labeled sets, convergence
+        state = new_state(task, learner, budget=B, seed=seed)
+        observer = Observer(k=k)
+        while state.n_queried < B:
+            obs = observer.observe(state, obs_rng)
+            valid = np.flatnonzero(obs.mask)
+            record = rng.random() < record_prob
+            g = None
+            if record:
+                g = lookahead_gains(state, task, obs.indices, obs.mask, ll_weight)
+                cands.append(obs.candidates)
+                globs.append(obs.global_)
+                masks.append(obs.mask)
+                gains.append(g)
+            if policy is not None and rng.random() >= beta:
+                from metaal.agents.strategy import policy_logits
+
+                a = int(np.argmax(policy_logits(policy, obs.as_dict())))
+            elif g is not None:
+                a = int(np.argmax(g))
+            else:  # cheap roll-in: margin's best pick or a random candidate
+                a = 0 if rng.random() < 0.5 else int(rng.choice(valid))
+            c = int(obs.indices[a])
+            state.add_labels(np.array([c]), task.y_pool[[c]])
+    n = len(gains)
+    K = k
+    if n == 0:
+        from metaal.observe import N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES
+
+        return Demonstrations(np.zeros((0, K, N_CANDIDATE_FEATURES), np.float32), np.zeros((0, N_GLOBAL_FEATURES), np.float32),
+                              np.zeros((0, K), bool), np.zeros((0, K)), np.zeros(0, dtype="<U64"))
+    return Demonstrations(np.stack(cands), np.stack(globs), np.stack(masks), np.stack(gains),
+                          np.array([spec] * n, dtype="<U64"))
+
+
+def collect(sampler: TaskSampler, n_states: int, k: int = 32, budget_range: tuple[int, int] = (20, 150),
+            record_prob: float = 0.3, seed: int = 0, jobs: int = 1, rollin: str = "mix", policy: Any = None,
+            beta: float = 0.0, learner: str = "logreg", ll_weight: float = 0.01, progress: bool = False,
+            episode_offset: int = 0) -> Demonstrations:
+    """Collect about ``n_states`` expert-labeled observations from whole episodes.
+
+    :param rollin: ``"mix"`` (expert on recorded steps, else margin's pick or a random candidate) or
+        ``"policy"`` (DAgger: ``policy`` acts, with probability ``beta`` the expert instead).
+    :param seed: episode ``e`` uses seed ``(seed, episode_offset + e)``, whatever ``jobs`` is.
+    :returns: the demonstrations of ``ceil(n_states / expected per episode)`` episodes, in order.
+    """
+    from joblib import Parallel, delayed
+
+    per_episode = max(1.0, record_prob * 0.5 * (budget_range[0] + budget_range[1]) * 0.8)
+    n_episodes = max(1, int(np.ceil(n_states / per_episode)))
+    seeds = [int(np.random.SeedSequence([seed, episode_offset + e]).generate_state(1)[0]) for e in range(n_episodes)]
+    args = (k, budget_range, record_prob, rollin, policy, learner, ll_weight, beta)
+    if jobs == 1:
+        from tqdm.auto import tqdm
+
+        parts = [_episode(sampler, s, *args) for s in tqdm(seeds, disable=not progress, desc="episodes")]
+    else:
+        parts = Parallel(n_jobs=jobs, verbose=5 if progress else 0)(delayed(_episode)(sampler, s, *args) for s in seeds)
+    return Demonstrations.concat(parts)
+
+
+# ----------------------------------------------------------------------------------------------
+# behaviour cloning
+
+
+def soft_targets(gains: np.ndarray, mask: np.ndarray, tau: float) -> np.ndarray:
+    """Per-state target distributions ``(N, K)``: softmax of the standardized gains / ``tau``
+    over valid candidates; ``tau <= 0`` puts all mass on the best (ties share it)."""
+    g = np.where(mask, gains, np.nan)
+    mu = np.nanmean(g, axis=1, keepdims=True)
+    sd = np.nanstd(g, axis=1, keepdims=True)
+    z = (g - mu) / np.where(sd > 1e-12, sd, 1.0)
+    z = np.where(mask, z, -np.inf)
+    if tau <= 0:
+        best = z >= (np.max(z, axis=1, keepdims=True) - 1e-9)
+        t = best.astype(np.float64)
+    else:
+        t = np.exp((z - np.max(z, axis=1, keepdims=True)) / tau)
+        t[~mask] = 0.0
+    return t / t.sum(axis=1, keepdims=True)
+
+
+def bc_train(policy: Any, demos: Demonstrations, epochs: int = 30, lr: float = 1e-3, batch_size: int = 256,
+             tau: float = 0.5, seed: int = 0, weight_decay: float = 1e-5, log_fn: Any = None) -> dict[str, float]:
+    """Behaviour cloning of ``policy`` (a set policy from :mod:`metaal.agents.networks`) on ``demos``.
+
+    :returns: final ``loss``, ``loss_first_epoch`` and ``agreement`` (share of states where the policy's best candidate
+        is one of the expert's best).
+    """
+    import torch as th
+
+    th.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    N = len(demos)
+    target = th.as_tensor(soft_targets(demos.gains, demos.mask, tau), dtype=th.float32)
+    cand = th.as_tensor(demos.candidates, dtype=th.float32)
+    glob = th.as_tensor(demos.global_, dtype=th.float32)
+    mask = th.as_tensor(demos.mask.astype(np.float32))
+    params = list(policy.features_extractor.parameters()) + list(policy.action_net.parameters())
+    opt = th.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    policy.set_training_mode(True)
+    loss_v = float("nan")
+    first = float("nan")
+    for ep in range(epochs):
+        perm = rng.permutation(N)
+        tot, cnt = 0.0, 0
+        for s in range(0, N, batch_size):
+            b = th.as_tensor(perm[s : s + batch_size])
+            logits = policy.candidate_logits({"candidates": cand[b], "global": glob[b], "action_mask": mask[b]})
+            logp = th.log_softmax(logits, dim=-1)
+            loss = -(target[b] * logp.clamp(min=-1e4)).sum(-1).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tot += float(loss.detach()) * len(b)
+            cnt += len(b)
+        loss_v = tot / max(cnt, 1)
+        if ep == 0:
+            first = loss_v
+        if log_fn is not None:
+            log_fn(ep, loss_v)
+    policy.set_training_mode(False)
+    return {"loss": loss_v, "loss_first_epoch": first, "agreement": agreement(policy, demos)}
+
+
+def agreement(policy: Any, demos: Demonstrations) -> float:
+    """Share of states whose highest-logit candidate is among the expert's best (ties count)."""
+    import torch as th
+
+    with th.no_grad():
+        logits = policy.candidate_logits({
+            "candidates": th.as_tensor(demos.candidates, dtype=th.float32),
+            "global": th.as_tensor(demos.global_, dtype=th.float32),
+            "action_mask": th.as_tensor(demos.mask.astype(np.float32)),
+        }).numpy()
+    a = logits.argmax(1)
+    g = np.where(demos.mask, demos.gains, -np.inf)
+    best = g >= g.max(1, keepdims=True) - 1e-12
+    return float(best[np.arange(len(a)), a].mean())

@@ -1,0 +1,273 @@
+"""Learned query policies behind the :class:`~metaal.strategies.Strategy` contract, and the
+portable policy file format.
+
+Policy files
+------------
+A policy is two files side by side::
+
+    NAME.zip    the Stable-Baselines3 save of the model (``model.save``; MaskablePPO or PPO with
+                the set-equivariant policy of :mod:`metaal.agents.networks`)
+    NAME.json   metadata: ``format``, ``obs_version`` (``metaal.observe.OBS_VERSION``), ``k``
+                (candidates per step), ``observer`` (Observer arguments), ``algo``, ``datasets``
+                (the training datasets), ``config`` (the training configuration), ``metaal_version``,
+                ``torch_version``, ``sha256`` (checksum of ``NAME.zip``), ``created``.
+
+The JSON sits beside the zip (not inside it) so that it can be read and checked without touching
+the zip, and so that the checksum covers the zip exactly as shipped. ``policy:default`` is the
+shipped pair ``metaal/policies/default.zip`` + ``default.json``; ``policy:PATH`` accepts
+``PATH.zip``, ``PATH`` without suffix, or a training output folder holding ``policy.zip``.
+
+Any problem (missing file, corrupt zip or JSON, checksum mismatch, other observation version) is a
+:class:`~metaal.errors.PolicyError` with a one-line message. :class:`LearnedStrategy` raises it
+when ``strict=True``; otherwise it warns loudly (``warnings.warn`` and ``logging``) and uses the
+named heuristic instead, and its ``name`` says so (``policy:default(fallback=margin)``).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metaal.errors import ConfigError, PolicyError
+from metaal.state import ALState
+from metaal.strategies.base import Strategy, check_k
+
+log = logging.getLogger("metaal.agents")
+
+POLICY_FORMAT = "metaal-policy-1"
+def _default_policy_path() -> Path:
+    """The shipped default policy (``metaal/policies/default.zip`` inside the installed package)."""
+    import metaal
+
+    return Path(metaal.__file__).resolve().parent / "policies" / "default.zip"
+
+
+def resolve_policy_path(spec: "str | os.PathLike") -> Path:
+    """The ``.zip`` that ``spec`` names: ``default``, a ``.zip`` path, a path without suffix, or a
+    folder holding ``policy.zip`` (a training output)."""
+    s = str(spec)
+    if s in ("", "default"):
+        return _default_policy_path()
+    p = Path(s).expanduser()
+    if p.is_dir():
+        return p / "policy.zip"
+    if p.suffix == ".json":
+        return p.with_suffix(".zip")
+    if p.suffix != ".zip":
+        return p.with_suffix(".zip") if not p.exists() else p
+    return p
+
+
+def meta_path(zip_path: "str | os.PathLike") -> Path:
+    """The metadata file beside a policy zip: ``NAME.zip`` -> ``NAME.json``."""
+    return Path(zip_path).with_suffix(".json")
+
+
+def sha256_file(path: "str | os.PathLike") -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_policy(model: Any, path: "str | os.PathLike", k: int, algo: str, datasets: list[str] | None = None,
+                config: dict[str, Any] | None = None, observer: dict[str, Any] | None = None,
+                extra: dict[str, Any] | None = None) -> Path:
+    """Save an SB3 ``model`` as ``PATH.zip`` plus its metadata ``PATH.json``; returns the zip path."""
+    import torch
+
+    import metaal
+    from metaal.observe import OBS_VERSION
+
+    zp = Path(path)
+    if zp.suffix != ".zip":
+        zp = zp.with_suffix(".zip")
+    zp.parent.mkdir(parents=True, exist_ok=True)
+    model.save(str(zp))
+    meta = {
+        "format": POLICY_FORMAT,
+        "obs_version": OBS_VERSION,
+        "k": int(k),
+        "observer": observer or {},
+        "algo": algo,
+        "datasets": list(datasets or []),
+        "config": config or {},
+        "metaal_version": metaal.__version__,
+        "torch_version": torch.__version__,
+        "sha256": sha256_file(zp),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if extra:
+        meta.update(extra)
+    meta_path(zp).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    return zp
+
+
+def read_metadata(zip_path: "str | os.PathLike") -> dict[str, Any]:
+    """Read and check the metadata of a policy zip (existence, JSON, checksum, observation version).
+
+    :raises PolicyError: with a one-line reason.
+    """
+    from metaal.observe import OBS_VERSION
+
+    zp = Path(zip_path)
+    if not zp.is_file():
+        raise PolicyError(f"policy file {zp} not found")
+    mp = meta_path(zp)
+    if not mp.is_file():
+        raise PolicyError(f"policy metadata {mp} not found (a policy is NAME.zip + NAME.json)")
+    try:
+        meta = json.loads(mp.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PolicyError(f"policy metadata {mp} is corrupt ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != POLICY_FORMAT:
+        raise PolicyError(f"policy metadata {mp} is not a {POLICY_FORMAT} file")
+    for key in ("obs_version", "k", "algo", "sha256"):
+        if key not in meta:
+            raise PolicyError(f"policy metadata {mp} lacks {key!r}")
+    digest = sha256_file(zp)
+    if digest != meta["sha256"]:
+        raise PolicyError(f"policy file {zp} is corrupt: sha256 {digest[:12]}... does not match the metadata's {str(meta['sha256'])[:12]}...")
+    if meta["obs_version"] != OBS_VERSION:
+        raise PolicyError(
+            f"policy {zp} was trained on observation version {meta['obs_version']!r}, this metaal "
+            f"computes {OBS_VERSION!r}; retrain it (metaal train)"
+        )
+    return meta
+
+
+_ALGOS = ("MaskablePPO", "PPO")
+
+
+def load_model(zip_path: "str | os.PathLike", meta: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Load a checked policy file on the CPU: ``(SB3 model, metadata)``.
+
+    :raises PolicyError: if the files are missing, corrupt or of another observation version.
+    """
+    meta = read_metadata(zip_path) if meta is None else meta
+    algo = meta["algo"]
+    if algo not in _ALGOS:
+        raise PolicyError(f"policy {zip_path}: unknown algorithm {algo!r} (known: {', '.join(_ALGOS)})")
+    if algo == "MaskablePPO":
+        from sb3_contrib import MaskablePPO as cls
+    else:
+        from stable_baselines3 import PPO as cls
+    # schedules are pickled closures; they are not needed to act, so never unpickle them
+    custom = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = cls.load(str(zip_path), device="cpu", custom_objects=custom)
+    except Exception as exc:  # a zip that passed the checksum but does not load (other library versions)
+        raise PolicyError(f"policy file {zip_path} cannot be loaded ({type(exc).__name__}: {exc})") from None
+    model.policy.set_training_mode(False)
+    return model, meta
+
+
+def policy_logits(policy: Any, obs: dict[str, np.ndarray]) -> np.ndarray:
+    """Candidate logits ``(K,)`` of one observation (``Observation.as_dict()``); padding -1e8."""
+    import torch as th
+
+    with th.no_grad():
+        tens, _ = policy.obs_to_tensor(obs)
+        if hasattr(policy, "candidate_logits"):
+            logits = policy.candidate_logits(tens)
+        else:  # any SB3 actor-critic: the distribution's logits
+            logits = policy.get_distribution(tens).distribution.logits
+    out = logits.reshape(-1).cpu().numpy().astype(np.float64)
+    out[~np.asarray(obs["action_mask"], dtype=bool)] = -np.inf
+    return out
+
+
+class LearnedStrategy(Strategy):
+    """A learned query policy as a :class:`Strategy`.
+
+    :param path: ``default``, a policy ``.zip`` (with its ``.json``), or a training output folder.
+    :param fallback: the heuristic used when the policy cannot be loaded (``strict=False``).
+    :param strict: raise :class:`PolicyError` instead of falling back.
+
+    Each step builds the observation with :class:`metaal.observe.Observer` (``K`` from the
+    metadata), runs the policy deterministically and maps the best candidate(s) to pool positions;
+    ``k > 1`` takes the ``k`` highest candidate logits (then margin's order if ``k`` exceeds the
+    candidates offered).
+    """
+
+    has_score = False
+
+    def __init__(self, path: "str | os.PathLike" = "default", fallback: str = "margin", strict: bool = False):
+        from metaal.strategies import get
+
+        self.spec = str(path) or "default"
+        self.fallback_name = fallback
+        self.strict = bool(strict)
+        self.model: Any = None
+        self.meta: dict[str, Any] = {}
+        self.fallback: Strategy | None = None
+        self.error: PolicyError | None = None
+        self.zip_path = resolve_policy_path(self.spec)
+        try:
+            self.model, self.meta = load_model(self.zip_path)
+        except PolicyError as exc:
+            if self.strict:
+                raise
+            if ":" in fallback:
+                raise ConfigError(f"the fallback of a policy must be a heuristic (got {fallback!r})") from None
+            self.fallback = get(fallback)
+            self.error = exc
+            msg = f"{exc}; falling back to the {fallback!r} heuristic"
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            log.warning(msg)
+        if self.fallback is not None:
+            self.name = f"policy:{self.spec}(fallback={fallback})"  # type: ignore[misc]
+        else:
+            from metaal.observe import Observer
+
+            self.name = f"policy:{self.spec}"  # type: ignore[misc]
+            self.observer = Observer(k=int(self.meta["k"]), **dict(self.meta.get("observer") or {}))
+
+    @property
+    def is_fallback(self) -> bool:
+        return self.fallback is not None
+
+    def reset(self, state: ALState | None = None, rng: np.random.Generator | None = None) -> None:
+        if self.fallback is not None:
+            self.fallback.reset(state, rng)
+
+    def logits(self, state: ALState, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``(logits (K,), pool positions (K,))`` of the current observation (padding: -inf, -1)."""
+        obs = self.observer.observe(state, rng)
+        return policy_logits(self.model.policy, obs.as_dict()), obs.indices
+
+    def select(self, state: ALState, k: int = 1, rng: np.random.Generator | None = None) -> np.ndarray:
+        if self.fallback is not None:
+            return self.fallback.select(state, k, rng)
+        unl = state.unlabeled_idx
+        k = check_k(k, len(unl))
+        rng = rng if rng is not None else np.random.default_rng(0)
+        logits, idx = self.logits(state, rng)
+        valid = np.flatnonzero(np.isfinite(logits))
+        order = valid[np.argsort(-logits[valid], kind="stable")]
+        chosen = idx[order[:k]]
+        if len(chosen) < k:  # more queries than candidates offered: continue in margin's order
+            from metaal.observe import margins
+
+            rest = np.setdiff1d(unl, chosen)
+            rest = rest[np.argsort(margins(state.proba[rest]), kind="stable")]
+            chosen = np.concatenate([chosen, rest[: k - len(chosen)]])
+        return np.asarray(chosen, dtype=np.int64)
+
+    def __repr__(self) -> str:
+        return f"LearnedStrategy({self.spec!r}, fallback={self.fallback_name!r}, strict={self.strict})"
+
+
+def policy_factory(arg: str, **kwargs: Any) -> LearnedStrategy:
+    """The registry factory for ``policy:PATH``."""
+    return LearnedStrategy(arg or "default", **kwargs)

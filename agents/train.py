@@ -1,0 +1,575 @@
+"""Meta-training of query policies from a YAML configuration (``metaal train``).
+
+Stages (each writes its output into ``DIR`` and is skipped on ``--resume`` when it is there):
+
+1. ``config.yaml``: the resolved configuration (datasets, seeds, K, budget range, algorithm,
+   hyper-parameters), so the run can be reproduced from ``DIR`` alone.
+2. ``val_baselines.json``: random and margin on the validation datasets (same protocol as
+   :mod:`metaal.experiments.runner`: default splits, seeds ``0..S-1``).
+3. Imitation (``imitation.enabled``): expert demonstrations over the meta-train datasets
+   (``demos_0.npz``), behaviour cloning (``stages/bc.zip``; with ``imitation.variants``, a list
+   of overrides such as ``{tau: 0.0}`` or ``{context: attention}``, one ``stages/bc_vI.zip`` per
+   variant), then ``dagger_rounds`` DAgger rounds (``demos_R.npz``, ``stages/dagger_R.zip``)
+   that roll in with the best stage so far and retrain the best variant on all demonstrations.
+   Every stage is evaluated on the validation datasets.
+4. RL (``rl.enabled``): MaskablePPO (or PPO) with the set-equivariant policy on the
+   ``metaal/Pool-v0`` environment over the meta-train datasets, started from the best imitation
+   stage (``rl.init: imitation``), from scratch (``scratch``) or from a policy file (a path); SB3 vector environments; checkpoints under
+   ``DIR/checkpoints`` every ``checkpoint_every`` steps; a validation evaluation every
+   ``eval.every_steps`` steps logged as ``eval/aulc_policy``, ``eval/aulc_margin``,
+   ``eval/aulc_random`` in the same TensorBoard run as the PPO scalars; ``--resume`` continues
+   from the latest checkpoint with the step count kept.
+5. ``policy.zip`` + ``policy.json``: the stage with the best mean validation AULC (model
+   selection on validation only; meta-test datasets are refused everywhere in the config), and
+   ``validation.json`` with every stage's numbers.
+
+TensorBoard: ``DIR/tb/train`` (``bc/loss``, ``bc/agreement``, ``eval/*``, ``rollout/*``,
+``train/*``).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metaal.errors import ConfigError
+
+log = logging.getLogger("metaal.agents")
+
+SPLIT_FILE = Path(__file__).resolve().parent.parent / "configs" / "meta_split.yaml"
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "k": 32,
+    "learner": "logreg",
+    "initial": 10,
+    "max_rows": 2000,
+    "budget_range": [20, 150],
+    "datasets": {"split_file": "configs/meta_split.yaml", "train": "meta_train", "validation": "validation",
+                 "synthetic": 0.0},
+    "network": {"embed_dim": 64, "context": "deepsets", "head": 64},
+    "imitation": {"enabled": True, "n_states": 3000, "record_prob": 0.3, "tau": 0.5, "epochs": 40,
+                  "lr": 0.001, "batch_size": 256, "ll_weight": 0.01, "dagger_rounds": 0,
+                  "dagger_states": 1000, "dagger_beta": 0.0, "variants": []},
+    "rl": {"enabled": False, "algo": "MaskablePPO", "init": "imitation", "total_timesteps": 20000,
+           "n_envs": 2, "vec_env": "dummy", "env_id": "metaal/Pool-v0", "env_kwargs": {},
+           "hyper": {"learning_rate": 0.0001, "n_steps": 256, "batch_size": 128, "n_epochs": 4,
+                     "gamma": 0.99, "gae_lambda": 0.95, "ent_coef": 0.005, "clip_range": 0.1}},
+    "eval": {"seeds": 3, "budget": 80, "every_steps": 5000, "jobs": 2},
+    "checkpoint_every": 5000,
+    "jobs": 2,
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# configuration
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def read_split(path: "str | os.PathLike | None" = None) -> dict[str, list[str]]:
+    """The fixed meta-train / validation / meta-test split (``configs/meta_split.yaml``)."""
+    import yaml
+
+    p = Path(path) if path else SPLIT_FILE
+    if not p.is_absolute() and not p.exists():
+        p = SPLIT_FILE.parent.parent / p
+    if not p.is_file():
+        raise ConfigError(f"split file {p} not found")
+    data = yaml.safe_load(p.read_text()) or {}
+    return {k: list(v or []) for k, v in data.items()}
+
+
+def _names(spec: Any, split: dict[str, list[str]], what: str) -> list[str]:
+    if isinstance(spec, str):
+        if spec not in split:
+            raise ConfigError(f"{what}: unknown split group {spec!r} (known: {', '.join(split)})")
+        return list(split[spec])
+    if isinstance(spec, list) and spec:
+        return [str(s) for s in spec]
+    raise ConfigError(f"{what} must be a split group name or a non-empty list of datasets")
+
+
+def load_config(path: "str | os.PathLike | dict[str, Any]") -> dict[str, Any]:
+    """Read a training YAML, fill in defaults and resolve the dataset lists.
+
+    :raises ConfigError: for a missing file, a bad value, or any meta-test dataset used for
+        training or validation.
+    """
+    import yaml
+
+    if isinstance(path, dict):
+        raw = path
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config {p} not found")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config {p} is not valid YAML ({exc})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config {p} must be a mapping")
+    unknown = set(raw) - set(DEFAULTS) - {"name", "description"}
+    if unknown:
+        raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))} (known: {', '.join(DEFAULTS)})")
+    cfg = _merge(DEFAULTS, raw)
+    split = read_split(cfg["datasets"].get("split_file"))
+    train = _names(cfg["datasets"]["train"], split, "datasets.train")
+    val = _names(cfg["datasets"]["validation"], split, "datasets.validation")
+    test = set(split.get("meta_test", []))
+    bad = sorted((set(train) | set(val)) & test)
+    if bad:
+        raise ConfigError(f"meta-test datasets must never be used for training or validation: {', '.join(bad)}")
+    cfg["datasets"]["train_names"] = train
+    cfg["datasets"]["validation_names"] = val
+    lo, hi = cfg["budget_range"]
+    if not (1 <= int(lo) <= int(hi)):
+        raise ConfigError(f"budget_range must be [lo, hi] with 1 <= lo <= hi (got {cfg['budget_range']})")
+    if int(cfg["k"]) < 2:
+        raise ConfigError(f"k must be >= 2 (got {cfg['k']})")
+    if cfg["rl"]["algo"] not in ("MaskablePPO", "PPO"):
+        raise ConfigError(f"rl.algo must be MaskablePPO or PPO (got {cfg['rl']['algo']!r})")
+    if not cfg["imitation"]["enabled"] and not cfg["rl"]["enabled"]:
+        raise ConfigError("enable imitation, rl, or both")
+    return cfg
+
+
+def train_specs(cfg: dict[str, Any]) -> list[str]:
+    """Training dataset specs; a ``datasets.synthetic`` share ``s`` in (0, 1) adds ``synth:random``
+    entries so that about ``s`` of the episodes are synthetic."""
+    names = list(cfg["datasets"]["train_names"])
+    s = float(cfg["datasets"].get("synthetic", 0.0) or 0.0)
+    if s > 0:
+        n_syn = max(1, int(round(s * len(names) / max(1e-9, 1 - s))))
+        names += ["synth:random"] * n_syn
+    return names
+
+
+# ----------------------------------------------------------------------------------------------
+# models
+
+
+class _SpaceEnv:
+    """A never-stepped Gymnasium env that only carries the spaces (to build a model without the
+    training environment, e.g. for behaviour cloning)."""
+
+    def __new__(cls, k: int) -> Any:
+        import gymnasium as gym
+
+        from metaal.agents.networks import obs_space
+
+        class SpaceEnv(gym.Env):
+            def __init__(self) -> None:
+                self.observation_space = obs_space(k)
+                self.action_space = gym.spaces.Discrete(k)
+
+            def reset(self, *, seed: int | None = None, options: dict | None = None) -> Any:
+                super().reset(seed=seed)
+                return {key: np.zeros(sp.shape, sp.dtype) for key, sp in self.observation_space.spaces.items()}, {}
+
+            def step(self, action: int) -> Any:
+                raise RuntimeError("the space-only env cannot be stepped")
+
+            def action_masks(self) -> np.ndarray:
+                return np.ones(k, dtype=bool)
+
+        return SpaceEnv()
+
+
+def policy_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
+    net = cfg["network"]
+    return {
+        "features_extractor_kwargs": {"embed_dim": int(net["embed_dim"]), "context": str(net["context"])},
+        "net_arch": {"head": int(net.get("head", 64))},
+    }
+
+
+def make_model(cfg: dict[str, Any], env: Any = None, tb: str | None = None) -> Any:
+    """A MaskablePPO / PPO model with the set policy (on ``env``, or on a space-only env)."""
+    import torch as th
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from metaal.agents import networks
+
+    th.manual_seed(int(cfg["seed"]))
+    if env is None:
+        k = int(cfg["k"])
+        env = DummyVecEnv([lambda: _SpaceEnv(k)])
+    hyper = dict(cfg["rl"]["hyper"])
+    if cfg["rl"]["algo"] == "MaskablePPO":
+        from sb3_contrib import MaskablePPO
+
+        return MaskablePPO(networks.SetMaskablePolicy, env, policy_kwargs=policy_kwargs(cfg), seed=int(cfg["seed"]),
+                           device="cpu", verbose=0, tensorboard_log=tb, **hyper)
+    from stable_baselines3 import PPO
+
+    return PPO(networks.SetActorCriticPolicy, env, policy_kwargs=policy_kwargs(cfg), seed=int(cfg["seed"]),
+               device="cpu", verbose=0, tensorboard_log=tb, **hyper)
+
+
+def _save(model: Any, path: Path, cfg: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+    from metaal.agents.strategy import save_policy
+
+    public = {k: v for k, v in cfg.items()}
+    return save_policy(model, path, k=int(cfg["k"]), algo=cfg["rl"]["algo"],
+                       datasets=list(cfg["datasets"]["train_names"]), config=public, extra=extra)
+
+
+# ----------------------------------------------------------------------------------------------
+# validation
+
+
+def _cell(task: Any, strategy: str, budget: int, learner: str) -> float:
+    from threadpoolctl import threadpool_limits
+
+    from metaal.loop.simulate import simulate
+    from metaal.strategies import get
+
+    with threadpool_limits(limits=1):
+        return simulate(task, get(strategy), budget, learner=learner, seed=int(task.seed)).aulc
+
+
+def evaluate_strategies(strategies: list[str], datasets: list[str], seeds: int, budget: int, learner: str,
+                        initial: int, jobs: int) -> dict[str, dict[str, float]]:
+    """Mean AULC per (strategy, dataset) on the default protocol (seeds ``0..S-1``, the same
+    splits as ``metaal compare``); the budget is capped at each dataset's unlabeled pool.
+    Returns ``{strategy: {dataset: aulc}}``."""
+    from joblib import Parallel, delayed
+
+    import metaal.agents  # noqa: F401  (policy:PATH in the workers)
+    from metaal.data import load_dataset, make_split
+    from metaal.state import Task
+
+    cells = []
+    for name in datasets:
+        ds = load_dataset(name)
+        for seed in range(int(seeds)):
+            task = Task.from_split(ds, make_split(ds, seed, initial))
+            b = int(min(budget, task.n_pool - len(task.initial)))
+            cells += [(s, name, task, b) for s in strategies]
+    vals = Parallel(n_jobs=jobs)(delayed(_cell)(task, s, b, learner) for s, _n, task, b in cells)
+    acc: dict[str, dict[str, list[float]]] = {s: {} for s in strategies}
+    for (s, name, _t, _b), v in zip(cells, vals):
+        acc[s].setdefault(name, []).append(float(v))
+    return {s: {n: float(np.mean(v)) for n, v in d.items()} for s, d in acc.items()}
+
+
+class Validator:
+    """Evaluates policy files on the validation datasets and keeps the numbers per stage."""
+
+    def __init__(self, cfg: dict[str, Any], out: Path):
+        self.cfg, self.out = cfg, out
+        e = cfg["eval"]
+        self.kw = dict(datasets=cfg["datasets"]["validation_names"], seeds=int(e["seeds"]), budget=int(e["budget"]),
+                       learner=cfg["learner"], initial=int(cfg["initial"]), jobs=int(e.get("jobs", cfg["jobs"])))
+        self.path = out / "validation.json"
+        self.results: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        bp = out / "val_baselines.json"
+        if bp.is_file():
+            self.baselines = json.loads(bp.read_text())
+        else:
+            self.baselines = evaluate_strategies(["random", "margin"], **self.kw)
+            bp.write_text(json.dumps(self.baselines, indent=2))
+
+    def mean(self, name: str) -> float:
+        return float(np.mean(list(self.baselines[name].values())))
+
+    def evaluate(self, stage: str, zip_path: Path) -> dict[str, Any]:
+        if stage in self.results:
+            return self.results[stage]
+        per = evaluate_strategies([f"policy:{zip_path}"], **self.kw)[f"policy:{zip_path}"]
+        m = self.baselines["margin"]
+        res = {
+            "zip": str(zip_path),
+            "aulc_policy": float(np.mean(list(per.values()))),
+            "aulc_margin": self.mean("margin"),
+            "aulc_random": self.mean("random"),
+            "per_dataset": per,
+            "wins_vs_margin": int(sum(per[d] > m[d] + 1e-12 for d in per)),
+        }
+        self.results[stage] = res
+        self.path.write_text(json.dumps(self.results, indent=2))
+        log.info("validation %s: policy %.4f margin %.4f random %.4f", stage, res["aulc_policy"],
+                 res["aulc_margin"], res["aulc_random"])
+        return res
+
+    def best(self) -> tuple[str, dict[str, Any]]:
+        if not self.results:
+            raise ConfigError("no stage was evaluated")
+        stage = max(self.results, key=lambda s: (self.results[s]["aulc_policy"], -list(self.results).index(s)))
+        return stage, self.results[stage]
+
+
+# ----------------------------------------------------------------------------------------------
+# RL
+
+
+def make_vec_env(cfg: dict[str, Any]) -> Any:
+    """SB3 vector env of ``rl.n_envs`` copies of ``rl.env_id`` over the training datasets."""
+    import gymnasium as gym
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    import metaal.envs  # noqa: F401  (registers metaal/Pool-v0)
+
+    rl = cfg["rl"]
+    from metaal.synthetic import random_task_spec
+
+    kwargs = dict(rl.get("env_kwargs") or {})
+    specs: list[Any] = [random_task_spec if s == "synth:random" else s for s in train_specs(cfg)]
+    kwargs.setdefault("datasets", specs)
+    kwargs.setdefault("k", int(cfg["k"]))
+    kwargs.setdefault("budget", tuple(int(b) for b in cfg["budget_range"]))
+    kwargs.setdefault("initial", int(cfg["initial"]))
+    kwargs.setdefault("learner", cfg["learner"])
+    kwargs.setdefault("max_pool", int(cfg["max_rows"]))
+    seed = int(cfg["seed"])
+
+    def factory(rank: int) -> Any:
+        def _make() -> Any:
+            env = gym.make(rl["env_id"], **kwargs)
+            env.reset(seed=seed * 1000 + rank)
+            return Monitor(env)
+
+        return _make
+
+    fns = [factory(r) for r in range(int(rl["n_envs"]))]
+    if rl.get("vec_env") == "subproc" and len(fns) > 1:
+        return SubprocVecEnv(fns, start_method="fork")
+    return DummyVecEnv(fns)
+
+
+def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    best, best_n = None, -1
+    for p in ckpt_dir.glob("rl_model_*_steps.zip"):
+        try:
+            n = int(p.stem.split("_")[-2])
+        except ValueError:
+            continue
+        if n > best_n:
+            best, best_n = p, n
+    return best
+
+
+def _eval_callback(cfg: dict[str, Any], out: Path, validator: Validator) -> Any:
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    every = int(cfg["eval"]["every_steps"])
+
+    class ValidationCallback(BaseCallback):
+        """Every ``eval.every_steps`` steps: save the policy, evaluate it on the validation
+        datasets and log ``eval/aulc_policy|margin|random`` into the PPO TensorBoard run."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.last = -1
+
+        def _on_step(self) -> bool:
+            n = self.num_timesteps
+            if every > 0 and n // every > self.last // every and n > 0:
+                self.last = n
+                self.evaluate(n)
+            return True
+
+        def evaluate(self, n: int) -> None:
+            zp = _save(self.model, out / "stages" / f"rl_{n}.zip", cfg)
+            res = validator.evaluate(f"rl_{n}", zp)
+            for key in ("aulc_policy", "aulc_margin", "aulc_random"):
+                self.logger.record(f"eval/{key}", res[key])
+            self.logger.record("eval/wins_vs_margin", res["wins_vs_margin"])
+            self.logger.dump(n)
+
+    return ValidationCallback()
+
+
+def run_rl(cfg: dict[str, Any], out: Path, validator: Validator, logger: Any, init_zip: Path | None,
+           resume: bool, progress: bool) -> None:
+    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
+
+    rl = cfg["rl"]
+    total = int(rl["total_timesteps"])
+    if init_zip is not None:  # the starting stage may be a variant with another network
+        from metaal.agents.strategy import read_metadata
+
+        cfg = copy.deepcopy(cfg)
+        cfg["network"] = dict(read_metadata(init_zip).get("config", {}).get("network") or cfg["network"])
+    env = make_vec_env(cfg)
+    ckpt_dir = out / "checkpoints"
+    latest = _latest_checkpoint(ckpt_dir) if resume else None
+    if latest is not None:
+        if rl["algo"] == "MaskablePPO":
+            from sb3_contrib import MaskablePPO as cls
+        else:
+            from stable_baselines3 import PPO as cls
+        model = cls.load(str(latest), env=env, device="cpu")
+        log.info("resuming from %s at step %d", latest, model.num_timesteps)
+    else:
+        model = make_model(cfg, env)
+        if init_zip is not None:
+            from metaal.agents.strategy import load_model
+
+            src, _ = load_model(init_zip)
+            model.policy.load_state_dict(src.policy.state_dict())
+    model.set_logger(logger)
+    remaining = total - int(model.num_timesteps)
+    if remaining <= 0:
+        env.close()
+        return model
+    n_envs = int(rl["n_envs"])
+    ckpt = CheckpointCallback(save_freq=max(1, int(cfg["checkpoint_every"]) // n_envs), save_path=str(ckpt_dir),
+                              name_prefix="rl_model")
+    evalcb = _eval_callback(cfg, out, validator)
+    evalcb.last = int(model.num_timesteps)
+    model.learn(remaining, callback=CallbackList([ckpt, evalcb]), reset_num_timesteps=latest is None,
+                progress_bar=progress)
+    model.save(str(ckpt_dir / f"rl_model_{model.num_timesteps}_steps.zip"))
+    if f"rl_{model.num_timesteps}" not in validator.results:
+        evalcb.evaluate(int(model.num_timesteps))
+    env.close()
+    return model
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole pipeline
+
+
+def train(config: "str | os.PathLike | dict[str, Any]", out: "str | os.PathLike", resume: bool = False,
+          progress: bool = True) -> dict[str, Any]:
+    """Run the configured stages into ``out`` and write ``out/policy.zip`` + ``policy.json``.
+
+    :param resume: keep what an interrupted run left in ``out`` (demonstrations, stages,
+        evaluations, the latest RL checkpoint) and continue; without it ``out`` must not hold a
+        previous run's ``config.yaml`` for a different configuration.
+    :returns: a summary dict (chosen stage, validation numbers, seconds).
+    """
+    import yaml
+    from stable_baselines3.common.logger import configure
+
+    from metaal.agents.imitation import Demonstrations, TaskSampler, bc_train, collect
+
+    t0 = time.time()
+    cfg = load_config(config)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "config.yaml"
+    text = yaml.safe_dump(cfg, sort_keys=False)
+    if cfg_path.is_file() and cfg_path.read_text() != text:
+        old = yaml.safe_load(cfg_path.read_text())
+        if not resume:
+            raise ConfigError(f"{out} holds another training run; use a new --out or --resume")
+        # resuming may only extend the RL step budget
+        a, b = copy.deepcopy(old), copy.deepcopy(cfg)
+        a["rl"].pop("total_timesteps", None)
+        b["rl"].pop("total_timesteps", None)
+        if a != b:
+            raise ConfigError(f"--resume: {cfg_path} differs from the given configuration "
+                              "(only rl.total_timesteps may change)")
+    cfg_path.write_text(text)
+    (out / "stages").mkdir(exist_ok=True)
+    logger = configure(str(out / "tb" / "train"), ["tensorboard", "csv"])
+    validator = Validator(cfg, out)
+    for key in ("aulc_margin", "aulc_random"):
+        logger.record(f"eval/{key}", validator.mean(key.split("_")[1]))
+    logger.dump(0)
+    seed = int(cfg["seed"])
+    init_zip: Path | None = None
+    im = cfg["imitation"]
+    if im["enabled"]:
+        sampler = TaskSampler(train_specs(cfg), max_rows=int(cfg["max_rows"]), initial=int(cfg["initial"]))
+        common = dict(k=int(cfg["k"]), budget_range=tuple(cfg["budget_range"]), record_prob=float(im["record_prob"]),
+                      jobs=int(cfg["jobs"]), learner=cfg["learner"], ll_weight=float(im["ll_weight"]),
+                      progress=progress)
+        parts: list[Demonstrations] = []
+        step = 0
+        variants = [dict(v or {}) for v in (im.get("variants") or [{}])]
+        best_v = 0
+        roll_stage = "bc"
+        for r in range(int(im["dagger_rounds"]) + 1):
+            dp = out / f"demos_{r}.npz"
+            if dp.is_file():
+                demos = Demonstrations.load(str(dp))
+            else:
+                if r == 0:
+                    demos = collect(sampler, int(im["n_states"]), seed=seed, rollin="mix", **common)
+                else:  # DAgger: roll in with the best stage so far, the expert labels the visited states
+                    from metaal.agents.strategy import load_model
+
+                    prev, _ = load_model(out / "stages" / f"{roll_stage}.zip")
+                    demos = collect(sampler, int(im["dagger_states"]), seed=seed, rollin="policy",
+                                    policy=prev.policy, beta=float(im["dagger_beta"]), episode_offset=100000 * r,
+                                    **common)
+                demos.save(str(dp))
+            parts.append(demos)
+            data = Demonstrations.concat(parts)
+            todo = list(enumerate(variants)) if r == 0 else [(best_v, variants[best_v])]
+            for i, var in todo:
+                stage = ("bc" if r == 0 else f"dagger_{r}") + (f"_v{i}" if len(variants) > 1 else "")
+                zp = out / "stages" / f"{stage}.zip"
+                p = {**im, **{k: v for k, v in var.items() if k in im}}
+                vcfg = copy.deepcopy(cfg)
+                vcfg["network"].update({k: v for k, v in var.items() if k in vcfg["network"]})
+                if not zp.is_file():
+                    model = make_model(vcfg)
+
+                    def log_fn(ep: int, loss: float, _s: str = stage, _base: int = step) -> None:
+                        logger.record(f"bc/loss_{_s}", loss)
+                        logger.dump(_base + ep)
+
+                    stats = bc_train(model.policy, data, epochs=int(p["epochs"]), lr=float(p["lr"]),
+                                     batch_size=int(p["batch_size"]), tau=float(p["tau"]), seed=seed, log_fn=log_fn)
+                    logger.record(f"bc/agreement_{stage}", stats["agreement"])
+                    logger.record("bc/n_states", len(data))
+                    logger.dump(step + int(p["epochs"]))
+                    _save(model, zp, vcfg, extra={"stage": stage, "bc": stats, "n_states": len(data), "variant": var})
+                step += int(p["epochs"])
+                res = validator.evaluate(stage, zp)
+                for key in ("aulc_policy", "aulc_margin", "aulc_random"):
+                    logger.record(f"eval/{key}", res[key])
+                logger.dump(step)
+            roll_stage = validator.best()[0]
+            if r == 0 and len(variants) > 1:
+                scores = [validator.results[f"bc_v{i}"]["aulc_policy"] for i in range(len(variants))]
+                best_v = int(np.argmax(scores))
+        init_zip = out / "stages" / (validator.best()[0] + ".zip")
+    if cfg["rl"]["enabled"]:
+        how = str(cfg["rl"].get("init") or "scratch")
+        if how == "imitation":
+            init = init_zip
+        elif how == "scratch":
+            init = None
+        else:  # a policy file to start from
+            from metaal.agents.strategy import resolve_policy_path
+
+            init = resolve_policy_path(how)
+        run_rl(cfg, out, validator, logger, init, resume, progress)
+    stage, res = validator.best()
+    src = Path(res["zip"])
+    final = out / "policy.zip"
+    from metaal.agents.strategy import load_model
+
+    model, meta = load_model(src)
+    cfg = {**cfg, "network": dict((meta.get("config") or {}).get("network") or cfg["network"])}
+    extra = {"stage": stage, "validation": {k: v for k, v in res.items() if k != "zip"},
+             "all_stages": {s: r["aulc_policy"] for s, r in validator.results.items()}}
+    _save(model, final, cfg, extra=extra)
+    summary = {"policy": str(final), "stage": stage, "validation": res, "seconds": round(time.time() - t0, 1),
+               "stages": {s: r["aulc_policy"] for s, r in validator.results.items()},
+               "aulc_margin": validator.mean("margin"), "aulc_random": validator.mean("random")}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    logger.close()
+    return summary
