@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 
-from metaal.data import Dataset, Split, choose_initial, load_dataset
+from metaal.data import Dataset, Split, choose_initial, load_dataset, pool_test_split
 from metaal.errors import ConfigError, DataError
 from metaal.state import Task, standardize
 
@@ -102,19 +102,9 @@ def sample_task(
     then the initial set (at least two classes) is drawn from what is left. Features are
     standardized with statistics of the remaining pool; the reward split uses the same ones.
     """
-    from sklearn.model_selection import train_test_split
-
     X = dataset.require_features()
-    dataset.check_for_learning()
     seed = int(rng.integers(0, 2**31 - 1))
-    idx = np.arange(dataset.n)
-    counts = np.bincount(dataset.y)
-    stratify = dataset.y if counts[counts > 0].min() >= 2 else None
-    try:
-        pool, test = train_test_split(idx, test_size=test_size, stratify=stratify, random_state=seed)
-    except ValueError as exc:
-        raise DataError(f"{dataset.name}: cannot split pool/test ({exc})") from None
-    pool = np.asarray(pool)
+    pool, test = pool_test_split(dataset, seed, test_size)
     if max_pool is not None and len(pool) > max_pool:
         pool = pool[np.sort(rng.choice(len(pool), size=int(max_pool), replace=False))]
     n_r = min(int(round(reward_frac * len(pool))), int(reward_cap)) if reward_frac > 0 else 0

@@ -58,22 +58,10 @@ class Dataset:
             self.classes = np.array([str(c) for c in range(int(self.y.max()) + 1)])
         self.classes = np.asarray([str(c) for c in self.classes])
         if self.X is not None:
-            X = np.asarray(self.X)
-            if X.ndim != 2:
-                raise DataError(f"{self.name}: features X must be 2-D (n, d), got shape {X.shape}")
-            if not np.issubdtype(X.dtype, np.number) and X.dtype != bool:
-                raise DataError(f"{self.name}: features X are not numeric (dtype {X.dtype})")
-            X = X.astype(np.float32, copy=False)
+            X = check_features(self.X, self.name)
             if X.shape[0] != n:
                 raise DataError(
                     f"{self.name}: X has {X.shape[0]} rows but y has {n} labels (lengths must match)"
-                )
-            bad = ~np.isfinite(X)
-            if bad.any():
-                rows = np.unique(np.nonzero(bad)[0])
-                raise DataError(
-                    f"{self.name}: features contain NaN or inf in {len(rows)} row(s) "
-                    f"(first: row {rows[0]}); impute or drop them first"
                 )
             self.X = X
         for key, arr in (("text", self.text), ("images", self.images)):
@@ -139,6 +127,25 @@ class Dataset:
         arrays.update(self.extras)
         np.savez_compressed(path, **arrays)
         return path
+
+
+def check_features(X: Any, name: str) -> np.ndarray:
+    """``X`` as a float32 ``(n, d)`` array, or a :class:`DataError` naming the problem (not 2-D,
+    not numeric, NaN or inf with the first bad row)."""
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise DataError(f"{name}: features X must be 2-D (n, d), got shape {X.shape}")
+    if not np.issubdtype(X.dtype, np.number) and X.dtype != bool:
+        raise DataError(f"{name}: features X are not numeric (dtype {X.dtype})")
+    X = X.astype(np.float32, copy=False)
+    bad = ~np.isfinite(X)
+    if bad.any():
+        rows = np.unique(np.nonzero(bad)[0])
+        raise DataError(
+            f"{name}: features contain NaN or inf in {len(rows)} row(s) "
+            f"(first: row {rows[0]}); impute or drop them first"
+        )
+    return X
 
 
 def _as_labels(y: Any, name: str) -> np.ndarray:
@@ -357,6 +364,15 @@ def make_split(
 ) -> Split:
     """The default protocol: stratified pool/test split with ``random_state=seed`` and a random
     initial set (from ``numpy.random.default_rng(seed)``) holding at least two classes."""
+    pool, test = pool_test_split(dataset, seed, test_size)
+    rng = np.random.default_rng(seed)
+    initial = pool[choose_initial(dataset.y[pool], n_initial, rng)]
+    return Split(pool=pool, test=test, initial=initial, seed=seed)
+
+
+def pool_test_split(dataset: Dataset, seed: int, test_size: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices ``(pool, test)`` of ``train_test_split(..., test_size, stratify=y,
+    random_state=seed)`` (unstratified when a class has a single row)."""
     from sklearn.model_selection import train_test_split
 
     dataset.check_for_learning()
@@ -367,9 +383,7 @@ def make_split(
         pool, test = train_test_split(idx, test_size=test_size, stratify=stratify, random_state=seed)
     except ValueError as exc:
         raise DataError(f"{dataset.name}: cannot split pool/test ({exc})") from None
-    rng = np.random.default_rng(seed)
-    initial = pool[choose_initial(dataset.y[pool], n_initial, rng)]
-    return Split(pool=np.asarray(pool), test=np.asarray(test), initial=initial, seed=seed)
+    return np.asarray(pool), np.asarray(test)
 
 
 def load_splits(path: str | os.PathLike, dataset: Dataset | None = None) -> tuple[str | None, list[Split]]:

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from metaal.data import Dataset
+from metaal.data import Dataset, check_features
 from metaal.errors import ConfigError, DataError
 
 DEFAULT_TEXT_MODEL = "minilm"
@@ -584,19 +584,7 @@ class RawData:
         if min(sizes.values()) == 0:
             raise DataError(f"{self.name}: no rows")
         if self.X is not None:
-            X = np.asarray(self.X)
-            if X.ndim != 2:
-                raise DataError(f"{self.name}: features X must be 2-D (n, d), got shape {X.shape}")
-            if not np.issubdtype(X.dtype, np.number) and X.dtype != bool:
-                raise DataError(f"{self.name}: features X are not numeric (dtype {X.dtype})")
-            X = X.astype(np.float32, copy=False)
-            bad = ~np.isfinite(X)
-            if bad.any():
-                rows = np.unique(np.nonzero(bad)[0])
-                raise DataError(
-                    f"{self.name}: features contain NaN or inf in {len(rows)} row(s) (first: row {rows[0]})"
-                )
-            self.X = X
+            self.X = check_features(self.X, self.name)
         if self.classes is not None:
             self.classes = np.asarray([str(c) for c in np.atleast_1d(self.classes)])
 
