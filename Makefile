@@ -26,7 +26,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 demo: $(VENV)/.installed
-	$(BIN)/metaal compare --data wine --strategies random,margin,entropy \
+	$(BIN)/metaal compare --data sklearn:wine --strategies random,margin,entropy,coreset,policy:default \
 		--budget 40 --initial 6 --seeds 3 --jobs 2 --out $(OUT)
 
 test: $(VENV)/.installed-dev
