@@ -29,7 +29,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from metaal.errors import ConfigError, DataError
 from metaal.learners import PROBA_FLOOR
-from metaal.observe import N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES, Observation, Observer
+from metaal.observe import N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES, Observation, Observer, take_candidates
 from metaal.state import ALState, Task
 
 from metaal.envs.collection import DatasetCollection, sample_task
@@ -375,15 +375,7 @@ class BatchedObserver:
             if len(cand) < min(L, nu):
                 cand = unl
             order = local_of[i, cand[np.argsort(row[cand], kind="stable")]]
-            added = 0
-            for j in order:
-                if added >= n_take or len(chosen) >= K:
-                    break
-                j = int(j)
-                if j not in chosen:
-                    chosen[j] = np.zeros(4, dtype=np.float32)
-                    added += 1
-                chosen[j][flag] = 1.0
+            take_candidates(chosen, order, n_take, flag, K)
         free = np.ones(nu, dtype=bool)
         free[np.fromiter(chosen, dtype=np.int64)] = False
         rest = np.flatnonzero(free)

@@ -118,15 +118,22 @@ class Dataset:
         """Write the dataset as an ``.npz`` that :func:`load_npz` reads back."""
         path = Path(path)
         arrays: dict[str, Any] = {"y": self.y, "classes": self.classes}
-        if self.X is not None:
-            arrays["X"] = self.X
-        if self.text is not None:
-            arrays["text"] = np.asarray(self.text, dtype=str)
-        if self.images is not None:
-            arrays["images"] = self.images
+        arrays.update(data_arrays(self.X, self.text, self.images))
         arrays.update(self.extras)
         np.savez_compressed(path, **arrays)
         return path
+
+
+def data_arrays(X: np.ndarray | None, text: np.ndarray | None, images: np.ndarray | None) -> dict[str, Any]:
+    """The ``X`` / ``text`` / ``images`` arrays that are present, as they are saved in an ``.npz``."""
+    arrays: dict[str, Any] = {}
+    if X is not None:
+        arrays["X"] = X
+    if text is not None:
+        arrays["text"] = np.asarray(text, dtype=str)
+    if images is not None:
+        arrays["images"] = images
+    return arrays
 
 
 def check_features(X: Any, name: str) -> np.ndarray:

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from metaal.data import Dataset, check_features
+from metaal.data import Dataset, check_features, data_arrays
 from metaal.errors import ConfigError, DataError
 
 DEFAULT_TEXT_MODEL = "minilm"
@@ -619,12 +619,7 @@ class RawData:
         ``y``: the unlabeled convention that :func:`load_npz_any` and ``metaal label`` read."""
         path = Path(path)
         arrays: dict[str, Any] = {k: v for k, v in self.extras.items() if k != "y"}
-        if self.X is not None:
-            arrays["X"] = self.X
-        if self.text is not None:
-            arrays["text"] = np.asarray(self.text, dtype=str)
-        if self.images is not None:
-            arrays["images"] = self.images
+        arrays.update(data_arrays(self.X, self.text, self.images))
         if self.classes is not None:
             arrays["classes"] = self.classes
         np.savez_compressed(path, **arrays)

@@ -127,6 +127,20 @@ def pool_density(state: ALState) -> np.ndarray:
     return d
 
 
+def take_candidates(chosen: dict[int, np.ndarray], order: np.ndarray, n: int, flag: int, k: int) -> None:
+    """Add up to ``n`` new items from ``order`` (best first) to ``chosen`` (item -> source flags
+    ``(4,)``), never more than ``k`` in all; items already chosen get source ``flag`` set too."""
+    added = 0
+    for j in order:
+        if added >= n or len(chosen) >= k:
+            break
+        j = int(j)
+        if j not in chosen:
+            chosen[j] = np.zeros(4, dtype=np.float32)
+            added += 1
+        chosen[j][flag] = 1.0
+
+
 class Observer:
     """Builds :class:`Observation` objects from an :class:`ALState`.
 
@@ -167,21 +181,9 @@ class Observer:
         order_density = np.argsort(-((1.0 - marg) * dens), kind="stable")
         order_kcenter = np.argsort(-state.min_dist_labeled()[unl], kind="stable")
         chosen: dict[int, np.ndarray] = {}
-
-        def take(order: np.ndarray, n: int, flag: int) -> None:
-            added = 0
-            for j in order:
-                if added >= n or len(chosen) >= self.k:
-                    break
-                j = int(j)
-                if j not in chosen:
-                    chosen[j] = np.zeros(4, dtype=np.float32)
-                    added += 1
-                chosen[j][flag] = 1.0
-
-        take(order_margin, self.n_margin, 0)
-        take(order_density, self.n_density, 1)
-        take(order_kcenter, self.n_kcenter, 2)
+        take_candidates(chosen, order_margin, self.n_margin, 0, self.k)
+        take_candidates(chosen, order_density, self.n_density, 1, self.k)
+        take_candidates(chosen, order_kcenter, self.n_kcenter, 2, self.k)
         rest = np.setdiff1d(np.arange(len(unl)), np.fromiter(chosen, dtype=np.int64), assume_unique=True)
         n_rand = min(self.k - len(chosen), len(rest))
         if n_rand > 0:
