@@ -8,6 +8,7 @@ of the pool (:class:`metaal.state.Task`), so every learner sees the same scaled 
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -25,13 +26,11 @@ def _logreg(seed: int) -> Any:
 
 
 def _svm(seed: int) -> Any:
-    import warnings
-
     from sklearn.svm import SVC
 
-    with warnings.catch_warnings():  # Platt scaling: deprecated spelling in sklearn >= 1.9, still exact
-        warnings.simplefilter("ignore", FutureWarning)
-        return SVC(probability=True, random_state=seed)
+    # Platt scaling; scikit-learn >= 1.9 warns that this spelling is deprecated (Learner.fit
+    # silences that one warning), the results are unchanged.
+    return SVC(probability=True, random_state=seed)
 
 
 def _rf(seed: int) -> Any:
@@ -109,7 +108,9 @@ class Learner:
             self.estimator.set_params(warm_start=True)
         elif hasattr(self.estimator, "warm_start"):
             self.estimator.set_params(warm_start=False)
-        self.estimator.fit(X, y)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The `probability` parameter", category=FutureWarning)
+            self.estimator.fit(X, y)
         self.classes_ = np.asarray(self.estimator.classes_, dtype=np.int64)
         return self
 
