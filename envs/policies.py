@@ -30,7 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 from metaal.errors import ConfigError
-from metaal.loop.simulate import strategy_rng
+from metaal.loop.simulate import CurveMetrics, strategy_rng
 from metaal.strategies import Strategy, get
 
 
@@ -136,7 +136,7 @@ class HeuristicPolicy:
 
 
 @dataclass
-class PolicyCurve:
+class PolicyCurve(CurveMetrics):
     """One evaluated episode. Arrays have shape ``(steps + 1,)`` (the initial set first) except
     ``rewards`` and ``queried`` ``(steps,)``."""
 
@@ -149,15 +149,6 @@ class PolicyCurve:
     rewards: np.ndarray
     queried: list[int] = field(default_factory=list)
     invalid_actions: int = 0
-
-    @property
-    def aulc(self) -> float:
-        """Mean test accuracy over the curve (the AULC of DESIGN.md)."""
-        return float(np.mean(self.accuracy))
-
-    @property
-    def final_accuracy(self) -> float:
-        return float(self.accuracy[-1])
 
     @property
     def total_reward(self) -> float:

@@ -40,8 +40,23 @@ def evaluate(learner: Learner, X: np.ndarray, y: np.ndarray) -> tuple[float, flo
     return acc, f1
 
 
+class CurveMetrics:
+    """AULC and final accuracy of anything with an ``accuracy`` array ``(steps + 1,)``."""
+
+    accuracy: np.ndarray
+
+    @property
+    def aulc(self) -> float:
+        """Area under the learning curve: mean test accuracy from the initial set to the budget."""
+        return float(np.mean(self.accuracy))
+
+    @property
+    def final_accuracy(self) -> float:
+        return float(self.accuracy[-1])
+
+
 @dataclass
-class Curve:
+class Curve(CurveMetrics):
     """A learning curve: one point per labeling step, the initial set included.
 
     ``n_labeled``, ``accuracy`` and ``macro_f1`` have shape ``(steps + 1,)``.
@@ -55,15 +70,6 @@ class Curve:
     macro_f1: np.ndarray
     query_seconds: float
     queried: list[int] = field(default_factory=list)
-
-    @property
-    def aulc(self) -> float:
-        """Area under the learning curve: mean test accuracy from the initial set to the budget."""
-        return float(np.mean(self.accuracy))
-
-    @property
-    def final_accuracy(self) -> float:
-        return float(self.accuracy[-1])
 
     @property
     def seconds_per_query(self) -> float:
