@@ -19,6 +19,19 @@ from metaal.torch_learners import TorchLogReg  # noqa: E402
 SMALL = ["sklearn:wine", "sklearn:breast_cancer"]
 
 
+
+def _assert_matches_observer(env, i: int, rng_before) -> None:
+    """Episode ``i``'s batched observation equals the single-episode Observer's on an untouched
+    copy of its state (no cached geometry) with the generator as it was before the step."""
+    st = copy.deepcopy(env.states[i])
+    st.cache.clear()
+    st._scale = None
+    st._min_dist = None
+    ref = env.observer.observe(st, rng_before)
+    np.testing.assert_array_equal(ref.indices, env._obs[i].indices)
+    np.testing.assert_allclose(ref.candidates, env._obs[i].candidates, atol=1e-6)
+    np.testing.assert_allclose(ref.global_, env._obs[i].global_, atol=1e-6)
+
 def _random_actions(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.argmax(rng.random(masks.shape) * masks, axis=1)
 
@@ -108,15 +121,7 @@ def test_batched_observer_matches_observer_and_rewards_match_pool_rewards():
         _, rew, _, infos = env.step(a)
         assert rew[0] == 0.0
         for i in range(env.num_envs):
-            # the Observer on an untouched copy of the state gives the same observation
-            st = copy.deepcopy(env.states[i])
-            st.cache.clear()
-            st._scale = None
-            st._min_dist = None
-            ref = env.observer.observe(st, rngs_before[i])
-            np.testing.assert_array_equal(ref.indices, env._obs[i].indices)
-            np.testing.assert_allclose(ref.candidates, env._obs[i].candidates, atol=1e-6)
-            np.testing.assert_allclose(ref.global_, env._obs[i].global_, atol=1e-6)
+            _assert_matches_observer(env, i, rngs_before[i])
             # the reward of metaal.envs.rewards with the single-problem torch learner
             task, split = env.tasks[i], env.splits[i]
             lrn = TorchLogReg(task.n_classes, device="cpu")
@@ -194,14 +199,7 @@ def test_batched_selection_matches_observer_on_ties_and_four_classes():
         rngs_before = copy.deepcopy(env.rngs)
         env.step(_random_actions(env.action_masks(), rng))
         for i in range(env.num_envs):
-            st = copy.deepcopy(env.states[i])
-            st.cache.clear()
-            st._scale = None
-            st._min_dist = None
-            ref = env.observer.observe(st, rngs_before[i])
-            np.testing.assert_array_equal(ref.indices, env._obs[i].indices)
-            np.testing.assert_allclose(ref.candidates, env._obs[i].candidates, atol=1e-6)
-            np.testing.assert_allclose(ref.global_, env._obs[i].global_, atol=1e-6)
+            _assert_matches_observer(env, i, rngs_before[i])
             assert np.array_equal(env.states[i].prev_pred, np.argmax(env.states[i].prev_proba, axis=1))
 
 
