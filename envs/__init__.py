@@ -48,7 +48,12 @@ def _register() -> None:
 
 _register()
 
-_LAZY = {"BatchedPoolVecEnv": "metaal.envs.vec_pool", "BatchedObserver": "metaal.envs.vec_pool"}
+_LAZY = {
+    "BatchedPoolVecEnv": "metaal.envs.vec_pool",
+    "BatchedObserver": "metaal.envs.vec_pool",
+    "ShardedVecEnv": "metaal.envs.vec_shard",
+    "make_batched_vec_env": "metaal.envs.vec_shard",
+}
 
 
 def __getattr__(name: str):  # PEP 562: the batched vector env needs SB3 and torch, imported on use only

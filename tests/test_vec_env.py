@@ -225,3 +225,100 @@ def test_lazy_export_does_not_import_torch():
     code = ("import sys, metaal.envs as e; assert 'torch' not in sys.modules and 'stable_baselines3' not in sys.modules; "
             "from metaal.envs import BatchedPoolVecEnv; assert BatchedPoolVecEnv.__name__ == 'BatchedPoolVecEnv'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- ShardedVecEnv: the batched env in several worker processes ------------------------------------
+
+
+def _run(env, n_steps: int, seed: int = 0) -> list:
+    """Observations, rewards and dones of ``n_steps`` random valid steps (episodes end inside)."""
+    rng = np.random.default_rng(seed)
+    out = [env.reset()]
+    for _ in range(n_steps):
+        obs, rew, done, infos = env.step(_random_actions(env.action_masks(), rng))
+        out.append((obs, rew, done, [i.get("terminal_observation") is not None for i in infos]))
+    return out
+
+
+def test_sharded_env_equals_its_shards_stepped_alone():
+    from sb3_contrib.common.maskable.utils import is_masking_supported
+
+    from metaal.envs.vec_shard import ShardedVecEnv, make_batched_vec_env
+
+    kw = dict(datasets=SMALL, budget=3, device="cpu")
+    env = make_batched_vec_env(5, workers=2, seed=3, **kw)
+    # shard w alone: a BatchedPoolVecEnv with its episodes and the seed seed + offset[w]
+    alone = [BatchedPoolVecEnv(num_envs=3, seed=3, **kw), BatchedPoolVecEnv(num_envs=2, seed=6, **kw)]
+    keys = ("candidates", "global", "action_mask")
+    try:
+        assert isinstance(env, ShardedVecEnv) and env.sizes == [3, 2] and env.num_envs == 5
+        assert (env.observation_space, env.action_space) == pool_spaces(32)
+        assert is_masking_supported(env)
+        obs = env.reset()
+        ref = [a.reset() for a in alone]
+        for key in keys:
+            np.testing.assert_array_equal(obs[key], np.concatenate([r[key] for r in ref]))
+        rng, n_done = np.random.default_rng(0), 0
+        for _ in range(7):  # budget 3: two auto-resets inside
+            act = _random_actions(env.action_masks(), rng)
+            obs, rew, done, infos = env.step(act)
+            ref = [alone[0].step(act[:3]), alone[1].step(act[3:])]
+            for key in keys:
+                np.testing.assert_array_equal(obs[key], np.concatenate([r[0][key] for r in ref]))
+            np.testing.assert_array_equal(rew, np.concatenate([r[1] for r in ref]))
+            np.testing.assert_array_equal(done, np.concatenate([r[2] for r in ref]))
+            for i, info in enumerate(infos[:3] + infos[3:]):
+                want = (ref[0][3] + ref[1][3])[i]
+                assert info["pool_index"] == want["pool_index"] and info["dataset"] == want["dataset"]
+                assert ("terminal_observation" in info) == ("terminal_observation" in want)
+            n_done += int(done.sum())
+        assert n_done >= 10  # episodes ended and restarted in both shards
+        assert [d.name for d in env.get_attr("dataset", [4, 0])] == [alone[1].dataset.name, alone[0].dataset.name]
+        assert len(env.env_method("action_masks")) == 5
+        with pytest.raises(AttributeError, match="no attribute"):
+            env.get_attr("no_such_attribute")
+    finally:
+        env.close()
+
+
+def test_sharded_env_seed_method_reproduces_and_maskable_ppo_trains():
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from metaal.envs.vec_shard import make_batched_vec_env
+
+    env = VecMonitor(make_batched_vec_env(4, workers=2, seed=None, datasets=SMALL, budget=4, device="cpu"))
+    try:
+        env.seed(11)
+        first = _run(env, 3, seed=1)
+        env.seed(11)
+        again = _run(env, 3, seed=1)
+        for key in ("candidates", "global"):
+            np.testing.assert_array_equal(first[-1][0][key], again[-1][0][key])
+        np.testing.assert_array_equal(first[-1][1], again[-1][1])
+        model = MaskablePPO("MultiInputPolicy", env, n_steps=8, batch_size=16, n_epochs=1, seed=0, device="cpu")
+        model.learn(32)
+        assert model.num_timesteps >= 32 and len(model.ep_info_buffer) > 0  # VecMonitor saw episodes end
+    finally:
+        env.close()
+
+
+def test_make_batched_vec_env_refuses_bad_worker_counts():
+    from metaal.envs.vec_shard import make_batched_vec_env
+
+    with pytest.raises(ConfigError, match="workers"):
+        make_batched_vec_env(4, workers=0, datasets=SMALL)
+    with pytest.raises(ConfigError, match="num_envs"):
+        make_batched_vec_env(2, workers=3, datasets=SMALL)
+    assert isinstance(make_batched_vec_env(2, workers=1, seed=0, datasets=SMALL, device="cpu"), BatchedPoolVecEnv)
+
+
+def test_a_failing_shard_reports_its_error():
+    from metaal.envs.vec_shard import ShardError, make_batched_vec_env
+
+    with pytest.raises(ShardError, match="no_such_dataset"):
+        env = make_batched_vec_env(2, workers=2, datasets=["no_such_dataset"], device="cpu")
+        try:
+            env.reset()
+        finally:
+            env.close()
