@@ -1,4 +1,4 @@
-"""Set-equivariant policies for Stable-Baselines3 (PPO) and sb3-contrib (MaskablePPO).
+"""Set-equivariant policies for Stable-Baselines3 (PPO, DQN) and sb3-contrib (MaskablePPO).
 
 The observation of one step is a set of ``K`` candidates, each a row of ``F`` scale-free features,
 plus ``G`` global features and a validity mask (``metaal.observe``). The network scores every
@@ -19,6 +19,10 @@ SB3 wants a flat "latent" between the features extractor and the heads, so
 :class:`SetFeaturesExtractor` returns ``[h.flatten (K*E), mask (K), summary (2E+G)]`` and the
 heads (:class:`CandidateScorer`, :class:`ValueHead`) cut it apart again; ``K`` is recovered from
 the latent's width, so no parameter depends on ``K``.
+
+DQN: :class:`SetDQNPolicy` fills SB3's ``q_net`` / ``q_net_target`` with :class:`SetQNet` (the
+same extractor + the shared scorer), so the scores are per-candidate Q-values ``(B, K)``;
+:class:`MaskedDQN` draws its random (warm-up and epsilon-greedy) actions among valid candidates.
 """
 from __future__ import annotations
 
@@ -29,8 +33,10 @@ import torch as th
 from gymnasium import spaces
 from torch import nn
 
-from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3 import DQN
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 
 NEG_INF = -1e8
 
@@ -235,6 +241,104 @@ class SetQNetwork(nn.Module):
         mask = obs["action_mask"].float().reshape(cand.shape[0], cand.shape[1])
         h, _ = self.encoder.encode(cand, obs["global"].float(), mask)
         return self.q(h).squeeze(-1).masked_fill(mask < 0.5, NEG_INF)
+
+
+# ----------------------------------------------------------------------------------------------
+# DQN: per-candidate Q-values with shared weights
+
+
+def _head_width(net_arch: Any) -> int:
+    """The scorer's hidden width from ``net_arch`` (``{"head": H}`` as in the PPO policies)."""
+    return int(net_arch.get("head", 64)) if isinstance(net_arch, dict) else 64
+
+
+class SetQNet(QNetwork):
+    """SB3's ``QNetwork`` slot filled by the set encoder: :class:`SetFeaturesExtractor` followed by
+    the shared per-candidate scorer, so ``forward`` gives Q-values ``(B, K)`` (the same computation
+    as :class:`SetQNetwork`; padding rows ``-1e8``, hence the greedy action is always a valid
+    candidate) and no parameter depends on ``K``.
+
+    :param net_arch: ``{"head": H}``, the scorer's hidden width (a list is accepted and ignored).
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Discrete,
+        features_extractor: BaseFeaturesExtractor,
+        features_dim: int,
+        net_arch: Any = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        normalize_images: bool = True,
+    ) -> None:
+        if not isinstance(features_extractor, SetFeaturesExtractor):
+            raise TypeError("SetQNet needs features_extractor_class=SetFeaturesExtractor")
+        # skip QNetwork.__init__: it would build an MLP with a K-wide output layer
+        BasePolicy.__init__(self, observation_space, action_space, features_extractor=features_extractor,
+                            normalize_images=normalize_images)
+        self.net_arch = net_arch
+        self.activation_fn = activation_fn
+        self.features_dim = features_dim
+        self.q_net = CandidateScorer(features_extractor.embed_dim, features_extractor.summary_dim, _head_width(net_arch))
+
+
+class SetDQNPolicy(DQNPolicy):
+    """Set-equivariant policy for :class:`stable_baselines3.DQN` (use :class:`MaskedDQN` to keep
+    the epsilon-greedy exploration on valid candidates): ``q_net`` and ``q_net_target`` are two
+    separate :class:`SetQNet`; acting is the greedy argmax of the Q-values, padding rows excluded."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("net_arch", {"head": 64})
+        super().__init__(*args, **_default_kwargs(kwargs))
+
+    def make_q_net(self) -> SetQNet:
+        net_args = self._update_features_extractor(self.net_args, features_extractor=None)
+        return SetQNet(**net_args).to(self.device)
+
+    def candidate_logits(self, obs: dict[str, th.Tensor]) -> th.Tensor:
+        """Q-values ``(B, K)`` of a batch of (already tensor) observations; padding rows ``-1e8``
+        (the name matches the actor-critic policies, so :class:`LearnedStrategy` ranks by it)."""
+        return self.q_net(obs)
+
+
+def random_valid_actions(action_mask: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """One uniformly random valid candidate per row of ``action_mask`` ``(B, K)`` (or ``(K,)``);
+    shape ``(B,)`` (or ``()``). A row with no valid candidate gives 0."""
+    m = np.asarray(action_mask, dtype=bool)
+    single = m.ndim == 1
+    m = m.reshape(-1, m.shape[-1])
+    u = rng.random(m.shape) if rng is not None else np.random.random(m.shape)  # SB3 seeds np.random
+    act = np.where(m, u, -1.0).argmax(axis=1)  # argmax of uniform scores over the valid entries
+    return act[0] if single else act
+
+
+class MaskedDQN(DQN):
+    """:class:`stable_baselines3.DQN` whose random actions (warm-up before ``learning_starts`` and
+    the epsilon-greedy ones) are drawn uniformly among the VALID candidates of the observation's
+    ``action_mask`` instead of the whole ``Discrete(K)`` space; everything else is SB3's DQN.
+    Greedy actions come from :class:`SetDQNPolicy`, whose padding rows score ``-1e8``."""
+
+    def _random_actions(self, observation: Any) -> np.ndarray:
+        return random_valid_actions(np.asarray(observation["action_mask"]))
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        if not isinstance(observation, dict):  # no mask to respect: SB3's behaviour
+            return super().predict(observation, state, episode_start, deterministic)
+        if not deterministic and np.random.rand() < self.exploration_rate:
+            return self._random_actions(observation), state
+        return self.policy.predict(observation, state, episode_start, deterministic)
+
+    def _sample_action(self, learning_starts: int, action_noise: Any = None, n_envs: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        if self.num_timesteps < learning_starts and isinstance(self._last_obs, dict):
+            action = self._random_actions(self._last_obs).reshape(n_envs)
+            return action, action
+        return super()._sample_action(learning_starts, action_noise, n_envs)
 
 
 def obs_space(k: int, n_candidate_features: int | None = None, n_global_features: int | None = None) -> spaces.Dict:

@@ -5,8 +5,8 @@ Policy files
 ------------
 A policy is two files side by side::
 
-    NAME.zip    the Stable-Baselines3 save of the model (``model.save``; MaskablePPO or PPO with
-                the set-equivariant policy of :mod:`metaal.agents.networks`)
+    NAME.zip    the Stable-Baselines3 save of the model (``model.save``; MaskablePPO, PPO or DQN
+                with the set-equivariant policy of :mod:`metaal.agents.networks`)
     NAME.json   metadata: ``format``, ``obs_version`` (``metaal.observe.OBS_VERSION``), ``k``
                 (candidates per step), ``observer`` (Observer arguments), ``algo``, ``datasets``
                 (the training datasets), ``config`` (the training configuration), ``metaal_version``,
@@ -144,7 +144,7 @@ def read_metadata(zip_path: "str | os.PathLike") -> dict[str, Any]:
     return meta
 
 
-_ALGOS = ("MaskablePPO", "PPO")
+_ALGOS = ("MaskablePPO", "PPO", "DQN")
 
 
 def load_model(zip_path: "str | os.PathLike", meta: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -158,10 +158,13 @@ def load_model(zip_path: "str | os.PathLike", meta: dict[str, Any] | None = None
         raise PolicyError(f"policy {zip_path}: unknown algorithm {algo!r} (known: {', '.join(_ALGOS)})")
     if algo == "MaskablePPO":
         from sb3_contrib import MaskablePPO as cls
+    elif algo == "DQN":
+        from metaal.agents.networks import MaskedDQN as cls
     else:
         from stable_baselines3 import PPO as cls
     # schedules are pickled closures; they are not needed to act, so never unpickle them
-    custom = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
+    custom = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0,
+              "exploration_schedule": lambda _: 0.0}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -173,7 +176,8 @@ def load_model(zip_path: "str | os.PathLike", meta: dict[str, Any] | None = None
 
 
 def policy_logits(policy: Any, obs: dict[str, np.ndarray]) -> np.ndarray:
-    """Candidate logits ``(K,)`` of one observation (``Observation.as_dict()``); padding -1e8."""
+    """Candidate logits ``(K,)`` of one observation (``Observation.as_dict()``), Q-values for a
+    DQN policy; padding ``-inf``."""
     import torch as th
 
     with th.no_grad():

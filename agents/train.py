@@ -12,8 +12,9 @@ Stages (each writes its output into ``DIR`` and is skipped on ``--resume`` when 
    variant), then ``dagger_rounds`` DAgger rounds (``demos_R.npz``, ``stages/dagger_R.zip``)
    that roll in with the best stage so far and retrain the best variant on all demonstrations.
    Every stage is evaluated on the validation datasets.
-4. RL (``rl.enabled``): MaskablePPO (or PPO) with the set-equivariant policy on the
-   ``metaal/Pool-v0`` environment over the meta-train datasets, started from the best imitation
+4. RL (``rl.enabled``): MaskablePPO (or PPO, or DQN: ``MaskedDQN`` + ``SetDQNPolicy``) with the
+   set-equivariant policy on the ``metaal/Pool-v0`` environment over the meta-train datasets,
+   started from the best imitation
    stage (``rl.init: imitation``), from scratch (``scratch``) or from a policy file (a path); SB3 vector environments; checkpoints under
    ``DIR/checkpoints`` every ``checkpoint_every`` steps; a validation evaluation every
    ``eval.every_steps`` steps logged as ``eval/aulc_policy``, ``eval/aulc_margin``,
@@ -58,13 +59,22 @@ DEFAULTS: dict[str, Any] = {
                   "lr": 0.001, "batch_size": 256, "ll_weight": 0.01, "dagger_rounds": 0,
                   "dagger_states": 1000, "dagger_beta": 0.0, "variants": []},
     "rl": {"enabled": False, "algo": "MaskablePPO", "init": "imitation", "total_timesteps": 20000,
-           "n_envs": 2, "vec_env": "dummy", "env_id": "metaal/Pool-v0", "env_kwargs": {},
+           "n_envs": 2, "vec_env": "dummy", "workers": 1, "device": "auto", "env_id": "metaal/Pool-v0",
+           "env_kwargs": {},
            "hyper": {"learning_rate": 0.0001, "n_steps": 256, "batch_size": 128, "n_epochs": 4,
                      "gamma": 0.99, "gae_lambda": 0.95, "ent_coef": 0.005, "clip_range": 0.1}},
     "eval": {"seeds": 3, "budget": 80, "every_steps": 5000, "jobs": 2},
     "checkpoint_every": 5000,
     "jobs": 2,
 }
+
+#: ``rl.hyper`` defaults for ``rl.algo: DQN`` (the PPO ones above do not apply to it); wiring
+#: defaults, not tuned
+DQN_HYPER: dict[str, Any] = {"learning_rate": 0.0001, "buffer_size": 20000, "learning_starts": 500, "batch_size": 64,
+                             "gamma": 0.99, "train_freq": 4, "gradient_steps": 1, "target_update_interval": 1000,
+                             "exploration_fraction": 0.3, "exploration_initial_eps": 1.0,
+                             "exploration_final_eps": 0.05}
+ALGOS = ("MaskablePPO", "PPO", "DQN")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -142,11 +152,32 @@ def load_config(path: "str | os.PathLike | dict[str, Any]") -> dict[str, Any]:
         raise ConfigError(f"budget_range must be [lo, hi] with 1 <= lo <= hi (got {cfg['budget_range']})")
     if int(cfg["k"]) < 2:
         raise ConfigError(f"k must be >= 2 (got {cfg['k']})")
-    if cfg["rl"]["algo"] not in ("MaskablePPO", "PPO"):
-        raise ConfigError(f"rl.algo must be MaskablePPO or PPO (got {cfg['rl']['algo']!r})")
+    if cfg["rl"]["algo"] not in ALGOS:
+        raise ConfigError(f"rl.algo must be one of {', '.join(ALGOS)} (got {cfg['rl']['algo']!r})")
+    if cfg["rl"]["algo"] == "DQN":  # DQN's own defaults, overridden by the config's rl.hyper only
+        cfg["rl"]["hyper"] = {**DQN_HYPER, **dict(((raw.get("rl") or {}).get("hyper")) or {})}
+        _check_dqn_hyper(cfg["rl"]["hyper"])
+    if cfg["rl"].get("vec_env", "dummy") not in VEC_ENVS:
+        raise ConfigError(f"rl.vec_env must be one of {', '.join(VEC_ENVS)} (got {cfg['rl']['vec_env']!r})")
+    if cfg["rl"].get("vec_env") == "batched" and cfg["learner"] != "logreg":
+        raise ConfigError(f"rl.vec_env: batched needs learner: logreg (got {cfg['learner']!r})")
     if not cfg["imitation"]["enabled"] and not cfg["rl"]["enabled"]:
         raise ConfigError("enable imitation, rl, or both")
     return cfg
+
+
+def _check_dqn_hyper(hyper: dict[str, Any]) -> None:
+    import inspect
+
+    from stable_baselines3 import DQN
+
+    allowed = set(inspect.signature(DQN.__init__).parameters) - {"self", "policy", "env", "policy_kwargs", "seed",
+                                                                   "device", "verbose", "tensorboard_log",
+                                                                   "_init_setup_model"}
+    bad = sorted(set(hyper) - allowed)
+    if bad:
+        raise ConfigError(f"rl.hyper: DQN does not take {', '.join(bad)} "
+                          f"(rl.algo: DQN; known: {', '.join(sorted(allowed))})")
 
 
 def train_specs(cfg: dict[str, Any]) -> list[str]:
@@ -199,8 +230,12 @@ def policy_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def make_model(cfg: dict[str, Any], env: Any = None, tb: str | None = None) -> Any:
-    """A MaskablePPO / PPO model with the set policy (on ``env``, or on a space-only env)."""
+def make_model(cfg: dict[str, Any], env: Any = None, tb: str | None = None, algo: str | None = None) -> Any:
+    """A MaskablePPO / PPO / DQN model with the set policy (on ``env``, or on a space-only env).
+
+    :param algo: overrides ``rl.algo`` (behaviour cloning builds MaskablePPO for a DQN config);
+        ``rl.hyper`` is only used for ``rl.algo`` itself, another algorithm gets the defaults.
+    """
     import torch as th
     from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -210,8 +245,12 @@ def make_model(cfg: dict[str, Any], env: Any = None, tb: str | None = None) -> A
     if env is None:
         k = int(cfg["k"])
         env = DummyVecEnv([lambda: _SpaceEnv(k)])
-    hyper = dict(cfg["rl"]["hyper"])
-    if cfg["rl"]["algo"] == "MaskablePPO":
+    algo = algo or cfg["rl"]["algo"]
+    hyper = dict(cfg["rl"]["hyper"] if algo == cfg["rl"]["algo"] else DEFAULTS["rl"]["hyper"])
+    if algo == "DQN":
+        return networks.MaskedDQN(networks.SetDQNPolicy, env, policy_kwargs=policy_kwargs(cfg), seed=int(cfg["seed"]),
+                                  device="cpu", verbose=0, tensorboard_log=tb, **hyper)
+    if algo == "MaskablePPO":
         from sb3_contrib import MaskablePPO
 
         return MaskablePPO(networks.SetMaskablePolicy, env, policy_kwargs=policy_kwargs(cfg), seed=int(cfg["seed"]),
@@ -222,11 +261,41 @@ def make_model(cfg: dict[str, Any], env: Any = None, tb: str | None = None) -> A
                device="cpu", verbose=0, tensorboard_log=tb, **hyper)
 
 
+def model_algo(model: Any) -> str:
+    """The ``algo`` name of a model for the policy metadata: ``MaskablePPO``, ``PPO`` or ``DQN``."""
+    from stable_baselines3 import DQN
+
+    return "DQN" if isinstance(model, DQN) else type(model).__name__
+
+
+def init_weights(model: Any, src: Any) -> None:
+    """Start ``model`` from the weights of a loaded policy file's model ``src``.
+
+    The same kind of policy loads the whole state dict. A DQN model started from an actor-critic
+    (the imitation stages) copies the shared set encoder and the candidate scorer into both
+    ``q_net`` and ``q_net_target``: the Q-values then start as the behaviour-cloned logits (same
+    ranking of candidates, arbitrary scale; the TD updates rescale them). An actor-critic cannot
+    start from a DQN file (it has no value head).
+
+    :raises ConfigError: for a DQN policy file used to start (Maskable)PPO.
+    """
+    from stable_baselines3 import DQN
+
+    if isinstance(model, DQN) == isinstance(src, DQN):
+        model.policy.load_state_dict(src.policy.state_dict())
+        return
+    if isinstance(src, DQN):
+        raise ConfigError("rl.init: a DQN policy file can only start a DQN model (rl.algo: DQN)")
+    for q in (model.policy.q_net, model.policy.q_net_target):
+        q.features_extractor.load_state_dict(src.policy.features_extractor.state_dict())
+        q.q_net.load_state_dict(src.policy.action_net.state_dict())
+
+
 def _save(model: Any, path: Path, cfg: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
     from metaal.agents.strategy import save_policy
 
     public = {k: v for k, v in cfg.items()}
-    return save_policy(model, path, k=int(cfg["k"]), algo=cfg["rl"]["algo"],
+    return save_policy(model, path, k=int(cfg["k"]), algo=model_algo(model),
                        datasets=list(cfg["datasets"]["train_names"]), config=public, extra=extra)
 
 
@@ -319,26 +388,53 @@ class Validator:
 # RL
 
 
+VEC_ENVS = ("dummy", "subproc", "batched")
+
+
 def make_vec_env(cfg: dict[str, Any]) -> Any:
-    """SB3 vector env of ``rl.n_envs`` copies of ``rl.env_id`` over the training datasets."""
+    """SB3 vector env of ``rl.n_envs`` episodes over the training datasets.
+
+    ``rl.vec_env``: ``dummy`` / ``subproc`` hold ``n_envs`` copies of ``rl.env_id`` (one
+    scikit-learn learner each; ``subproc``: one process each); ``batched`` steps all ``n_envs``
+    episodes on one batched torch logistic regression
+    (:func:`metaal.envs.vec_shard.make_batched_vec_env`: ``rl.workers`` processes, ``rl.device``
+    ``auto`` = the GPU when present), same observations and rewards as ``metaal/Pool-v0``, for
+    ``learner: logreg`` only. ``rl.env_kwargs`` go to every environment.
+    """
     import gymnasium as gym
     from stable_baselines3.common.monitor import Monitor
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor
 
     import metaal.envs  # noqa: F401  (registers metaal/Pool-v0)
 
     rl = cfg["rl"]
     from metaal.synthetic import random_task_spec
 
+    kind = rl.get("vec_env", "dummy")
+    if kind not in VEC_ENVS:
+        raise ConfigError(f"rl.vec_env must be one of {', '.join(VEC_ENVS)} (got {kind!r})")
     kwargs = dict(rl.get("env_kwargs") or {})
     specs: list[Any] = [random_task_spec if s == "synth:random" else s for s in train_specs(cfg)]
     kwargs.setdefault("datasets", specs)
     kwargs.setdefault("k", int(cfg["k"]))
     kwargs.setdefault("budget", tuple(int(b) for b in cfg["budget_range"]))
     kwargs.setdefault("initial", int(cfg["initial"]))
-    kwargs.setdefault("learner", cfg["learner"])
     kwargs.setdefault("max_pool", int(cfg["max_rows"]))
     seed = int(cfg["seed"])
+    n_envs = int(rl["n_envs"])
+    if kind == "batched":
+        from metaal.envs.vec_shard import make_batched_vec_env
+
+        if cfg["learner"] != "logreg":
+            raise ConfigError(f"rl.vec_env: batched trains on a batched logistic regression; learner is "
+                              f"{cfg['learner']!r} (use vec_env: dummy or subproc for other learners)")
+        if rl.get("env_id", "metaal/Pool-v0") != "metaal/Pool-v0":
+            raise ConfigError(f"rl.vec_env: batched is the batched metaal/Pool-v0 (rl.env_id is {rl['env_id']!r})")
+        kwargs.pop("learner", None)
+        venv = make_batched_vec_env(n_envs, workers=int(rl.get("workers", 1)), seed=seed * 1000,
+                                    device=str(rl.get("device", "auto")), **kwargs)
+        return VecMonitor(venv)
+    kwargs.setdefault("learner", cfg["learner"])
 
     def factory(rank: int) -> Any:
         def _make() -> Any:
@@ -348,8 +444,8 @@ def make_vec_env(cfg: dict[str, Any]) -> Any:
 
         return _make
 
-    fns = [factory(r) for r in range(int(rl["n_envs"]))]
-    if rl.get("vec_env") == "subproc" and len(fns) > 1:
+    fns = [factory(r) for r in range(n_envs)]
+    if kind == "subproc" and len(fns) > 1:
         return SubprocVecEnv(fns, start_method="fork")
     return DummyVecEnv(fns)
 
@@ -414,6 +510,8 @@ def run_rl(cfg: dict[str, Any], out: Path, validator: Validator, logger: Any, in
     if latest is not None:
         if rl["algo"] == "MaskablePPO":
             from sb3_contrib import MaskablePPO as cls
+        elif rl["algo"] == "DQN":
+            from metaal.agents.networks import MaskedDQN as cls
         else:
             from stable_baselines3 import PPO as cls
         model = cls.load(str(latest), env=env, device="cpu")
@@ -424,7 +522,7 @@ def run_rl(cfg: dict[str, Any], out: Path, validator: Validator, logger: Any, in
             from metaal.agents.strategy import load_model
 
             src, _ = load_model(init_zip)
-            model.policy.load_state_dict(src.policy.state_dict())
+            init_weights(model, src)
     model.set_logger(logger)
     remaining = total - int(model.num_timesteps)
     if remaining <= 0:
@@ -524,7 +622,7 @@ def train(config: "str | os.PathLike | dict[str, Any]", out: "str | os.PathLike"
                 vcfg = copy.deepcopy(cfg)
                 vcfg["network"].update({k: v for k, v in var.items() if k in vcfg["network"]})
                 if not zp.is_file():
-                    model = make_model(vcfg)
+                    model = make_model(vcfg, algo=None if cfg["rl"]["algo"] != "DQN" else "MaskablePPO")
 
                     def log_fn(ep: int, loss: float, _s: str = stage, _base: int = step) -> None:
                         logger.record(f"bc/loss_{_s}", loss)

@@ -272,3 +272,231 @@ def test_rl_starts_from_a_stage_with_another_network(tmp_path):
     model, meta = load_model(tmp_path / "run" / "policy.zip")
     assert meta["config"]["network"]["context"] == "attention"
     assert hasattr(model.policy.features_extractor, "attn")
+
+
+# ----------------------------------------------------------------------------------------------
+# DQN: per-candidate Q-values
+
+
+_DQN_HYPER = {"learning_starts": 64, "buffer_size": 1000, "batch_size": 16, "train_freq": 4,
+              "target_update_interval": 64, "exploration_fraction": 0.5}
+
+
+def _small_pool_env(k: int = 16):
+    """Pool-v0 on wine with a 30-row pool: about 12 unlabeled candidates for K = 16, so every
+    observation has padding rows (invalid actions)."""
+    import gymnasium as gym
+
+    import metaal.envs  # noqa: F401
+
+    return gym.make("metaal/Pool-v0", datasets=["sklearn:wine"], k=k, budget=(4, 8), initial=10, max_pool=30,
+                    reward_cap=60)
+
+
+@pytest.fixture(scope="module")
+def dqn_run(tmp_path_factory):
+    """A MaskedDQN + SetDQNPolicy trained for 256 steps on Pool-v0, saved as a policy file."""
+    pytest.importorskip("metaal.envs.pool")
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from metaal.agents.train import _save, make_model
+
+    cfg = _cfg(k=16, rl={"algo": "DQN", "hyper": _DQN_HYPER})
+    seen = {"invalid": 0, "steps": 0, "padded": 0}
+
+    class Watch(BaseCallback):
+        def _on_step(self) -> bool:
+            seen["steps"] += 1
+            seen["invalid"] += sum(bool(i["invalid_action"]) for i in self.locals["infos"])
+            seen["padded"] += int((self.locals["new_obs"]["action_mask"] == 0).any())
+            return True
+
+    model = make_model(cfg, DummyVecEnv([_small_pool_env]))
+    init = {k: v.clone() for k, v in model.policy.q_net.state_dict().items()}
+    model.learn(256, callback=Watch())
+    path = _save(model, tmp_path_factory.mktemp("dqn") / "q.zip", cfg)
+    return path, model, cfg, init, seen
+
+
+def test_dqn_trains_on_pool_env_with_valid_actions_only(dqn_run):
+    from metaal.agents.networks import MaskedDQN, SetDQNPolicy
+
+    _, model, _, init, seen = dqn_run
+    assert isinstance(model, MaskedDQN) and isinstance(model.policy, SetDQNPolicy)
+    assert model.num_timesteps == 256 and model._n_updates > 0
+    after = model.policy.q_net.state_dict()
+    assert any(not torch.equal(init[k], after[k]) for k in init)  # the TD updates changed the weights
+    # padding rows were offered all along, yet neither warm-up, exploration nor greedy picked one
+    assert seen["steps"] == 256 and seen["padded"] > 200
+    assert seen["invalid"] == 0
+
+
+@pytest.mark.parametrize("context", ["deepsets", "attention"])
+def test_dqn_q_values_equivariant_any_k_and_greedy_valid(context):
+    import gymnasium as gym
+
+    from metaal.agents.networks import SetDQNPolicy, obs_space
+
+    torch.manual_seed(0)
+    kw = {"features_extractor_kwargs": {"context": context, "embed_dim": 16}, "net_arch": {"head": 16}}
+    pol8 = SetDQNPolicy(obs_space(8), gym.spaces.Discrete(8), lambda _: 1e-3, **kw)
+    obs = {"candidates": torch.rand(4, 8, 12), "global": torch.rand(4, 10), "action_mask": torch.ones(4, 8)}
+    obs["action_mask"][1, 5:] = 0
+    obs["action_mask"][2, :6] = 0  # only candidates 6 and 7 valid
+    q = pol8.q_net(obs)
+    assert q.shape == (4, 8) and q[obs["action_mask"] > 0].std() > 0
+    assert (q[obs["action_mask"] == 0] < -1e7).all() and (q[obs["action_mask"] > 0] > -1e7).all()
+    perm = torch.randperm(8, generator=torch.Generator().manual_seed(1))
+    obs_p = {"candidates": obs["candidates"][:, perm], "global": obs["global"], "action_mask": obs["action_mask"][:, perm]}
+    assert torch.allclose(pol8.q_net(obs_p), q[:, perm], atol=1e-5)
+    assert torch.equal(pol8.candidate_logits(obs), q)
+    # the target network is a separate copy with the same weights at the start
+    assert pol8.q_net_target.q_net is not pol8.q_net.q_net
+    assert torch.allclose(pol8.q_net_target(obs), q)
+    # greedy actions: the argmax among the valid candidates only
+    greedy = pol8._predict(obs, deterministic=True)
+    ref = q.masked_fill(obs["action_mask"] == 0, -float("inf")).argmax(1)
+    assert torch.equal(greedy, ref) and bool(obs["action_mask"][torch.arange(4), greedy].all())
+    assert int(greedy[2]) in (6, 7)
+    # the same weights on K = 16: the first 8 candidates alone give the same Q-values
+    pol16 = SetDQNPolicy(obs_space(16), gym.spaces.Discrete(16), lambda _: 1e-3, **kw)
+    pol16.load_state_dict(pol8.state_dict())
+    pad = {"candidates": torch.cat([obs["candidates"], torch.rand(4, 8, 12)], 1), "global": obs["global"],
+           "action_mask": torch.cat([obs["action_mask"], torch.zeros(4, 8)], 1)}
+    q16 = pol16.q_net(pad)
+    assert q16.shape == (4, 16) and torch.allclose(q16[:, :8], q, atol=1e-5) and (q16[:, 8:] < -1e7).all()
+    assert torch.equal(pol16._predict(pad, deterministic=True), greedy)
+
+
+def test_masked_dqn_explores_among_valid_candidates_only(dqn_run):
+    from stable_baselines3 import DQN
+
+    _, model, _, _, _ = dqn_run
+    rng = np.random.default_rng(0)
+    mask = np.zeros((3, 16), dtype=np.int8)
+    mask[0, :12] = 1
+    mask[1, [3, 9]] = 1
+    mask[2, 15] = 1
+    obs = {"candidates": rng.random((3, 16, 12), dtype=np.float32), "global": rng.random((3, 10), dtype=np.float32),
+           "action_mask": mask}
+    eps, model.exploration_rate = model.exploration_rate, 1.0  # every action is an exploration action
+    try:
+        np.random.seed(0)
+        acts = np.stack([model.predict(obs, deterministic=False)[0] for _ in range(200)])
+        assert mask[np.arange(3), acts].all()  # (200, 3): always a valid candidate
+        assert set(acts[:, 0].tolist()) == set(range(12)) and set(acts[:, 1].tolist()) == {3, 9}
+        assert (acts[:, 2] == 15).all()
+        # SB3's own epsilon-greedy samples the whole Discrete(16): it does pick padding rows
+        plain = np.stack([DQN.predict(model, obs, deterministic=False)[0] for _ in range(50)])
+        assert not mask[np.arange(3), plain].all()
+        # the warm-up phase (before learning_starts) samples valid candidates too
+        last, model._last_obs = model._last_obs, {k: v[1:2] for k, v in obs.items()}
+        try:
+            warm = [int(model._sample_action(learning_starts=10**9, n_envs=1)[0][0]) for _ in range(40)]
+        finally:
+            model._last_obs = last
+        assert set(warm) == {3, 9}
+    finally:
+        model.exploration_rate = eps
+    # greedy (deterministic) actions ignore exploration_rate and respect the mask
+    model.exploration_rate = 1.0
+    try:
+        greedy = model.predict(obs, deterministic=True)[0]
+    finally:
+        model.exploration_rate = eps
+    assert mask[np.arange(3), greedy].all() and greedy[2] == 15
+
+
+def test_dqn_policy_file_reloads_acts_identically_and_simulates(dqn_run):
+    from metaal.agents import LearnedStrategy
+    from metaal.agents.networks import MaskedDQN
+    from metaal.agents.strategy import load_model, policy_logits, read_metadata
+
+    path, model, _, _, _ = dqn_run
+    meta = read_metadata(path)
+    assert meta["algo"] == "DQN" and meta["k"] == 16
+    loaded, _ = load_model(path)
+    assert isinstance(loaded, MaskedDQN)
+    state = new_state(_task(), "logreg", budget=20)
+    obs = Observer(k=16).observe(state, np.random.default_rng(3))
+    od = obs.as_dict()
+    ref = policy_logits(model.policy, od)
+    np.testing.assert_allclose(policy_logits(loaded.policy, od), ref, rtol=0, atol=1e-6)
+    assert np.isfinite(ref[obs.mask]).all() and np.std(ref[obs.mask]) > 0
+    # same observation -> same greedy action, from the trained model and from the file
+    a_ref = int(model.predict(od, deterministic=True)[0])
+    assert int(loaded.predict(od, deterministic=True)[0]) == a_ref == int(np.argmax(ref))
+    strat = LearnedStrategy(path, strict=True)
+    assert not strat.is_fallback and strat.name == f"policy:{path}"
+    assert strat.select(state, 1, np.random.default_rng(3)).tolist() == [int(obs.indices[a_ref])]
+    # plugs into the loop, reproducibly, and the registry builds it too
+    c1 = simulate(_task(), strat, 8, seed=1)
+    c2 = simulate(_task(), get(f"policy:{path}", strict=True), 8, seed=1)
+    assert len(c1.queried) == 8 and c1.queried == c2.queried
+
+
+def test_dqn_config_and_init_from_imitation(policy_file, dqn_run):
+    from metaal.agents.train import init_weights, load_config, make_model
+
+    with pytest.raises(ConfigError, match="DQN does not take n_epochs"):
+        load_config({"rl": {"algo": "DQN", "hyper": {"n_epochs": 4}}})
+    with pytest.raises(ConfigError, match="rl.algo must be one of"):
+        load_config({"rl": {"algo": "A2C"}})
+    cfg = _cfg(rl={"algo": "DQN"})
+    assert "clip_range" not in cfg["rl"]["hyper"] and cfg["rl"]["hyper"]["buffer_size"] > 0
+    assert _cfg()["rl"]["hyper"]["clip_range"] == 0.1  # the default (MaskablePPO) config is unchanged
+    # a DQN model started from a behaviour-cloning (MaskablePPO) policy: Q-values = its logits
+    _, src = policy_file
+    dqn = make_model(cfg)
+    init_weights(dqn, src)
+    obs = {"candidates": torch.rand(2, 8, 12), "global": torch.rand(2, 10), "action_mask": torch.ones(2, 8)}
+    obs["action_mask"][0, 6:] = 0
+    with torch.no_grad():
+        want = src.policy.candidate_logits(obs)
+        assert torch.allclose(dqn.policy.q_net(obs), want, atol=1e-6)
+        assert torch.allclose(dqn.policy.q_net_target(obs), want, atol=1e-6)
+    # ...but an actor-critic cannot start from a DQN file
+    with pytest.raises(ConfigError, match="only start a DQN"):
+        init_weights(make_model(_cfg()), dqn_run[1])
+
+
+def test_tiny_dqn_training_run_and_resume(tmp_path):
+    pytest.importorskip("metaal.envs.pool")
+    from metaal.agents.networks import MaskedDQN
+    from metaal.agents.strategy import load_model
+    from metaal.agents.train import train
+
+    rl = {"enabled": True, "algo": "DQN", "init": "scratch", "total_timesteps": 64, "n_envs": 1,
+          "env_kwargs": {"max_pool": 120, "reward_cap": 60},
+          "hyper": {"learning_starts": 16, "buffer_size": 500, "batch_size": 16, "target_update_interval": 32}}
+    cfg = _cfg(imitation={"enabled": False}, rl=rl, budget_range=[4, 8], eval={"every_steps": 64}, checkpoint_every=32)
+    out = tmp_path / "run"
+    s1 = train(cfg, out, progress=False)
+    assert s1["stage"] == "rl_64" and (out / "checkpoints" / "rl_model_64_steps.zip").is_file()
+    model, meta = load_model(out / "policy.zip")
+    assert meta["algo"] == "DQN" and isinstance(model, MaskedDQN)
+    cfg2 = _cfg(imitation={"enabled": False}, rl={**rl, "total_timesteps": 96}, budget_range=[4, 8],
+                eval={"every_steps": 64}, checkpoint_every=32)
+    first = (out / "checkpoints" / "rl_model_32_steps.zip").stat().st_mtime_ns
+    s2 = train(cfg2, out, resume=True, progress=False)  # resumes the DQN checkpoint at step 64
+    assert (out / "checkpoints" / "rl_model_32_steps.zip").stat().st_mtime_ns == first  # not restarted from 0
+    assert set(s2["stages"]) == {"rl_64", "rl_96"} and (out / "checkpoints" / "rl_model_96_steps.zip").is_file()
+
+
+def test_dqn_config_with_imitation_stages(tmp_path):
+    """In a DQN config, behaviour cloning still trains a MaskablePPO policy; the DQN run starts
+    from it, and each stage file records its own algorithm."""
+    pytest.importorskip("metaal.envs.pool")
+    from metaal.agents.strategy import read_metadata
+    from metaal.agents.train import train
+
+    rl = {"enabled": True, "algo": "DQN", "init": "imitation", "total_timesteps": 32, "n_envs": 1,
+          "env_kwargs": {"max_pool": 120, "reward_cap": 60}, "hyper": {"learning_starts": 16, "batch_size": 16}}
+    cfg = _cfg(imitation={"n_states": 20, "epochs": 2}, rl=rl, budget_range=[4, 8], eval={"every_steps": 32})
+    s = train(cfg, tmp_path / "run", progress=False)
+    stages = tmp_path / "run" / "stages"
+    assert set(s["stages"]) == {"bc", "rl_32"}
+    assert read_metadata(stages / "bc.zip")["algo"] == "MaskablePPO"
+    assert read_metadata(stages / "rl_32.zip")["algo"] == "DQN"
+    assert read_metadata(tmp_path / "run" / "policy.zip")["algo"] == read_metadata(stages / f"{s['stage']}.zip")["algo"]
