@@ -18,33 +18,15 @@ the thread settings are printed before and after, and the load after each row):
   ``--cold``) in a DummyVecEnv (``--sklearn``, default 1 and 8);
 * ``sklearn-subproc``: 64 Pool-v0 envs in a SubprocVecEnv (one process each, ``fork``);
 * ``torch-batched``: :class:`metaal.envs.vec_pool.BatchedPoolVecEnv` with 1, 8, 64, 256 episodes
-  (``--threads 1,2`` adds rows with two torch threads).
+  in this process (``--threads 1,2`` adds rows with two torch threads);
+* ``torch-batched-Wp``: the same episodes over ``W`` worker processes
+  (:func:`metaal.envs.vec_shard.make_batched_vec_env`, ``--workers``; default rows for 1 and 2).
 
-One run of ``python scripts/bench_vec.py`` on the 2-core development machine (CPU only, shared with
-another engineer's policy training: load average 4.6 at the start, 15-19 while the 64 subprocesses
-ran; 10 timed steps, random valid actions, 3,000-row pools, Pool-v0 warm-started, one torch /
-BLAS thread):
-
-    | env             |   N | reset s | env-steps/s (steps only) | incl. reset | vs subproc-64 | incl. reset |
-    |-----------------|----:|--------:|-------------------------:|------------:|--------------:|------------:|
-    | sklearn-dummy   |   1 |    0.07 |                    174.6 |       139.1 |          1.7x |        1.8x |
-    | sklearn-dummy   |   8 |    0.43 |                    181.1 |       151.7 |          1.8x |        2.0x |
-    | sklearn-subproc |  64 |   10.15 |                    101.4 |        76.7 |          1.0x |        1.0x |
-    | torch-batched   |   1 |    0.09 |                    324.9 |       205.5 |          3.2x |        2.7x |
-    | torch-batched   |   8 |    0.44 |                   1156.7 |       507.6 |         11.4x |        6.6x |
-    | torch-batched   |  64 |    3.03 |                   1229.5 |       568.0 |         12.1x |        7.4x |
-    | torch-batched   | 256 |   13.06 |                   1334.1 |       565.0 |         13.2x |        7.4x |
-
-The batched env is CPU-bound on one core and steady (wall time = CPU time within 2%: 1,280 to
-1,400 env-steps/s at N=64 in A/B runs; 1,150 to 1,200 before the optimisations of this version,
-whose reset took 4.8 s instead of 3.0 s). The 64-process SubprocVecEnv is not steady (80 to 125
-env-steps/s on the busy machine; 270 in one earlier run that found the machine idle, where it has
-both cores and the batched env one: there the ratio would be ~5x). Two torch threads were 4.7x
-slower at N=64 on the busy machine (spinning OpenMP workers), hence ``threads=1``.
+The figures of the last run, with the machine and its load, are in ``docs/benchmarks.md``.
 
 Each process is pinned to one BLAS / torch thread (``OMP_NUM_THREADS=1``, set before numpy is
-imported) so the SubprocVecEnv uses every core through its processes while the batched env uses
-one core: the comparison is conservative for the batched env on a CPU-only machine.
+imported): the SubprocVecEnv uses every core through its processes, the in-process batched env one
+core, the ``W``-process batched env ``W`` cores.
 """
 from __future__ import annotations
 
@@ -131,6 +113,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--batched", default="1,8,64,256", help="BatchedPoolVecEnv sizes")
     p.add_argument("--start-method", default="fork", choices=["fork", "forkserver", "spawn"])
     p.add_argument("--threads", default="1", help="torch threads of the batched env (comma list: one row each)")
+    p.add_argument("--workers", default="1,2",
+                   help="worker processes of the batched env (comma list: one row each; 1 = in this process, "
+                        "W > 1 = metaal.envs.vec_shard.make_batched_vec_env with N/W episodes per process)")
     p.add_argument("--round-budget", type=int, default=50,
                    help="episode length used for the 'incl. reset' figures (Pool-v0's default budget)")
     p.add_argument("--cold", action="store_true",
@@ -141,7 +126,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     import torch
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    from metaal.envs.vec_pool import BatchedPoolVecEnv
+    from metaal.envs.vec_shard import make_batched_vec_env
     from metaal.torch_learners import resolve_device
 
     kwargs = _env_kwargs(args)
@@ -150,11 +135,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     B = args.round_budget
 
-    def record(kind: str, n: int, t_reset: float, sps: float, threads: int | None = None) -> None:
+    def record(kind: str, n: int, t_reset: float, sps: float, threads: int | None = None, workers: int = 1) -> None:
         # a whole round: one reset of the N episodes, then B steps of all N
         incl = B * n / (t_reset + B * n / sps)
-        rows.append({"env": kind, "n_envs": n, "threads": threads, "reset_s": t_reset, "steps_per_s": sps,
-                     "incl_reset_per_s": incl, "load": os.getloadavg()[0]})
+        rows.append({"env": kind, "n_envs": n, "threads": threads, "workers": workers, "reset_s": t_reset,
+                     "steps_per_s": sps, "incl_reset_per_s": incl, "load": os.getloadavg()[0]})
         print(f"  {kind:<16} N={n:<4} reset {t_reset:7.2f} s   {sps:9.1f} env-steps/s   "
               f"{incl:9.1f} incl. reset   (load {os.getloadavg()[0]:.2f})", flush=True)
 
@@ -170,28 +155,33 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         venv = SubprocVecEnv([_make_pool_env(pool_kwargs, args.seed + i) for i in range(n)], start_method=args.start_method)
         record("sklearn-subproc", n, *time_vec_env(venv, args.steps, args.warmup, args.seed))
         venv.close()
-    for th in sizes(args.threads):
-        for n in sizes(args.batched):
-            venv = BatchedPoolVecEnv(num_envs=n, device=args.device, seed=args.seed, threads=th, **kwargs)
-            record("torch-batched", n, *time_vec_env(venv, args.steps, args.warmup, args.seed), threads=th)
-            venv.close()
+    for w in sizes(args.workers):
+        for th in sizes(args.threads):
+            for n in sizes(args.batched):
+                if n < w:
+                    continue
+                venv = make_batched_vec_env(n, workers=w, device=args.device, seed=args.seed, threads=th, **kwargs)
+                kind = "torch-batched" if w == 1 else f"torch-batched-{w}p"
+                record(kind, n, *time_vec_env(venv, args.steps, args.warmup, args.seed), threads=th, workers=w)
+                venv.close()
 
     sub = {r["n_envs"]: r for r in rows if r["env"] == "sklearn-subproc"}
     ref = sub.get(64) or (sub[max(sub)] if sub else None)
     print(f"\nmachine at the end: {_machine()}")
-    print(f"\n| env | N | torch threads | reset s | env-steps/s (steps only) | env-steps/s incl. reset "
+    print(f"\n| env | N | processes | torch threads | reset s | env-steps/s (steps only) | env-steps/s incl. reset "
           f"(round of {B}) | vs subproc-{ref['n_envs'] if ref else '-'} steps only | incl. reset |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         ra = f"{r['steps_per_s'] / ref['steps_per_s']:.1f}x" if ref else "-"
         rb = f"{r['incl_reset_per_s'] / ref['incl_reset_per_s']:.1f}x" if ref else "-"
         th = r["threads"] if r["threads"] is not None else "-"
-        print(f"| {r['env']} | {r['n_envs']} | {th} | {r['reset_s']:.2f} | {r['steps_per_s']:.1f} | "
+        procs = r["n_envs"] if r["env"] == "sklearn-subproc" else r["workers"]
+        print(f"| {r['env']} | {r['n_envs']} | {procs} | {th} | {r['reset_s']:.2f} | {r['steps_per_s']:.1f} | "
               f"{r['incl_reset_per_s']:.1f} | {ra} | {rb} |")
-    b64 = [r for r in rows if r["env"] == "torch-batched" and r["n_envs"] == 64]
+    b64 = [r for r in rows if r["env"].startswith("torch-batched") and r["n_envs"] == 64]
     if ref is not None and ref["n_envs"] == 64 and b64:
         for r in b64:
-            print(f"\nbatched-64 ({r['threads']} torch thread(s)) vs SubprocVecEnv-64: "
+            print(f"\nbatched-64 ({r['workers']} process(es), {r['threads']} torch thread(s)) vs SubprocVecEnv-64: "
                   f"{r['steps_per_s'] / ref['steps_per_s']:.1f}x steps only, "
                   f"{r['incl_reset_per_s'] / ref['incl_reset_per_s']:.1f}x incl. resets "
                   f"(acceptance: >= 10x steps only)")
