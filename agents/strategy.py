@@ -78,6 +78,24 @@ def sha256_file(path: "str | os.PathLike") -> str:
     return h.hexdigest()
 
 
+def _normalize_zip(path: Path) -> None:
+    """Rewrite the zip at ``path`` with every entry's timestamp set to 1980-01-01 (zip's epoch) and
+    its entries in name order, so that the same weights give the same bytes (and the same sha256)
+    whenever they are saved; the contents are unchanged."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        entries = [(info, zf.read(info)) for info in sorted(zf.infolist(), key=lambda i: i.filename)]
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w") as out:
+        for info, data in entries:
+            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            fixed.compress_type = info.compress_type
+            fixed.external_attr = info.external_attr
+            out.writestr(fixed, data)
+    os.replace(tmp, path)
+
+
 def save_policy(model: Any, path: "str | os.PathLike", k: int, algo: str, datasets: list[str] | None = None,
                 config: dict[str, Any] | None = None, observer: dict[str, Any] | None = None,
                 extra: dict[str, Any] | None = None) -> Path:
@@ -91,7 +109,12 @@ def save_policy(model: Any, path: "str | os.PathLike", k: int, algo: str, datase
     if zp.suffix != ".zip":
         zp = zp.with_suffix(".zip")
     zp.parent.mkdir(parents=True, exist_ok=True)
-    model.save(str(zp))
+    # left out, so that two identical trainings give the same bytes: wall-clock fields (the start
+    # time, episode durations in the episode-info buffers) and the schedules, pickled closures whose
+    # bytes vary (load_model never unpickles them; SB3 rebuilds them from the saved hyper-parameters)
+    model.save(str(zp), exclude=["start_time", "ep_info_buffer", "ep_success_buffer", "lr_schedule", "clip_range",
+                                 "clip_range_vf", "exploration_schedule"])
+    _normalize_zip(zp)
     meta = {
         "format": POLICY_FORMAT,
         "obs_version": OBS_VERSION,

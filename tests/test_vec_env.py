@@ -348,6 +348,11 @@ def test_training_run_reproduces_its_policy(tmp_path, vec_env, workers):
             model, _ = load_model(tmp_path / run / name)
             params.append(model.policy.state_dict())
     params = [params[1], params[3], params[0], params[2]]  # rl_128 of both runs, then the chosen policies
+    # the policy files are byte-identical too (same sha256), not only the weights
+    from metaal.agents.strategy import read_metadata
+
+    assert read_metadata(tmp_path / "a" / "policy.zip")["sha256"] == read_metadata(tmp_path / "b" / "policy.zip")["sha256"]
+    assert (tmp_path / "a" / "stages" / "rl_128.zip").read_bytes() == (tmp_path / "b" / "stages" / "rl_128.zip").read_bytes()
     for a, b in (params[:2], params[2:]):
         assert a.keys() == b.keys()
         for key in a:
