@@ -284,7 +284,7 @@ class BatchedObserver:
         m_h = Acat.sum(1)
         sel = np.take_along_axis(Ocat, np.argsort(~Acat, axis=1, kind="stable"), axis=1)
         n_free = n_unl - m_h
-        bit_flags = ((bits[..., None] >> np.arange(3, dtype=np.uint8)) & 1).astype(np.float32)  # (N, n, 3)
+        shifts = np.arange(3, dtype=np.uint8)
         for i in range(N):
             if slow[i]:
                 if n_unl[i] > 0:
@@ -292,7 +292,7 @@ class BatchedObserver:
                 continue
             mh = int(m_h[i])
             cand_idx[i, :mh] = sel[i, :mh]
-            flags_all[i, :mh, :3] = bit_flags[i, sel[i, :mh]]
+            flags_all[i, :mh, :3] = (bits[i, sel[i, :mh], None] >> shifts) & 1  # the three heuristic flags
             n_rand = min(K - mh, int(n_free[i]))
             if n_rand > 0:
                 # the unlabeled positions (0..nu-1 among them) not chosen yet, increasing: the
