@@ -591,17 +591,24 @@ class BatchedPoolVecEnv(VecEnv):
             return slice(None)
         return torch.as_tensor(idx, device=self.device)
 
-    def _update_min_dist(self, idx: np.ndarray, pos: np.ndarray) -> None:
+    def _update_min_dist(self, idx: np.ndarray, pos: np.ndarray, dots: Any = None) -> None:
         """Fold the distances to newly labeled pool positions ``pos`` (one per environment of
-        ``idx``) into the distance to the labeled set (same formula as ``ALState``)."""
+        ``idx``) into the distance to the labeled set (same formula as ``ALState``); ``dots``:
+        the products ``x . x_p`` of every pool row with its new labeled row ``(k, n)`` when
+        already at hand (:meth:`_fit` computes them in the same pass over the pool as the
+        probabilities)."""
         import torch
 
         ti = self._sel(idx)
         Xi = self._X[ti]
         xp = Xi[torch.arange(len(idx), device=self.device), torch.as_tensor(pos, device=self.device)]  # (k, d)
         # (|x|^2 + |x_p|^2) - 2 x.x_p, as metaal.state.pairwise_dist (the factor -2 is exact)
-        d2 = torch.baddbmm((self._sq[ti] + (xp * xp).sum(-1)[:, None])[..., None], Xi, xp[:, :, None], alpha=-2.0)
-        d = torch.sqrt_(torch.clamp_(d2[..., 0], min=0.0))
+        base = self._sq[ti] + (xp * xp).sum(-1)[:, None]
+        if dots is None:
+            d2 = torch.baddbmm(base[..., None], Xi, xp[:, :, None], alpha=-2.0)[..., 0]
+        else:
+            d2 = base.add_(dots, alpha=-2.0)
+        d = torch.sqrt_(torch.clamp_(d2, min=0.0))
         if isinstance(ti, slice):
             torch.minimum(self._md, d, out=self._md)
         else:
@@ -627,10 +634,15 @@ class BatchedPoolVecEnv(VecEnv):
             self._obs[i] = obs[j]
 
     def _fit(
-        self, idx: np.ndarray, masks: np.ndarray, first: bool, cf: tuple[np.ndarray, np.ndarray] | None = None
-    ) -> None:
+        self, idx: np.ndarray, masks: np.ndarray, first: bool, cf: tuple[np.ndarray, np.ndarray] | None = None,
+        picks: np.ndarray | None = None,
+    ) -> Any:
         """One batched fit of environments ``idx`` on ``masks`` (len(idx), n), plus the
-        counterfactual problems ``cf = (env indices, masks)``; installs pool probabilities."""
+        counterfactual problems ``cf = (env indices, masks)``; installs pool probabilities.
+
+        :param picks: pool positions ``(len(idx),)`` labeled by this step: their products with
+            every pool row, ``(len(idx), n)``, come back, computed in the same pass over the pool
+            as the logits (one matrix product instead of two)."""
         import torch
 
         from metaal.torch_learners import gather_padded
@@ -655,8 +667,17 @@ class BatchedPoolVecEnv(VecEnv):
         for name in ("coef_", "present_", "prior_", "use_prior_"):
             getattr(model, name)[ti] = getattr(fit, name)[:n_main]
         self._cf = fit if cf is not None else None
+        dots = None
         with torch.no_grad():
-            pt = model._finish_proba_t(model._logits_t(self._XT[ti], ti, transposed=True), ti)
+            if picks is None:
+                logits_t = model._logits_t(self._XT[ti], ti, transposed=True)
+            else:  # [W | x_pick]^T X^T: the logits (N, C, n) and the products x . x_pick (N, n)
+                C = model.n_classes
+                Wt = model.coef_[ti].transpose(1, 2)  # (k, C, D)
+                xp = self._X[ti][torch.arange(n_main, device=dev), torch.as_tensor(picks, device=dev)]
+                Z = torch.bmm(torch.cat([Wt[:, :, :-1], xp[:, None, :]], dim=1), self._XT[ti])
+                logits_t, dots = Z[:, :C] + Wt[:, :, -1:], Z[:, C]
+            pt = model._finish_proba_t(logits_t, ti)
         proba_t = pt.to("cpu", torch.float64).numpy()  # (k, C, n) class-major
         proba = np.ascontiguousarray(proba_t.transpose(0, 2, 1))  # (k, n, C)
         all_envs = len(idx) == self.num_envs
@@ -673,6 +694,7 @@ class BatchedPoolVecEnv(VecEnv):
             else:
                 st.set_proba(proba[j], first=first)
             st.learner.n_fits += 1
+        return dots
 
     def _accuracy(self, X: Any, y: np.ndarray, idx: np.ndarray, rows: Any, model: Any = None) -> np.ndarray:
         import torch
@@ -747,7 +769,6 @@ class BatchedPoolVecEnv(VecEnv):
             a = 0 if invalid[i] else a
             picks[i], margin[i] = ob.indices[a], ob.indices[0]
             self.states[i].add_labels(picks[i : i + 1], self._y[i, picks[i : i + 1]], refit=False)
-        self._update_min_dist(np.arange(N), picks)
         masks = np.stack([s.labeled_mask for s in self.states])
         has_split = self._Xr.shape[1] > 0
         cf = None
@@ -758,7 +779,8 @@ class BatchedPoolVecEnv(VecEnv):
             cf_masks[np.arange(len(cf_idx)), margin[cf_idx]] = True
             cf = (cf_idx, cf_masks)
         all_idx = np.arange(N)
-        self._fit(all_idx, masks, first=False, cf=cf)
+        dots = self._fit(all_idx, masks, first=False, cf=cf, picks=picks)
+        self._update_min_dist(all_idx, picks, dots=dots)
         prev = self.reward_accuracy.copy()
         acc = self._accuracy(self._XrT, self._yr, all_idx, rows=None)
         rewards = np.zeros(N)
