@@ -6,6 +6,11 @@ its time and sequence number, every query (its items, the reason, the scores), s
 model checkpoints. The database runs in WAL mode with ``synchronous=FULL`` and each answer is one
 transaction, so an acknowledged label survives ``kill -9`` and a power cut.
 
+The query strategy's state (:meth:`metaal.strategies.Strategy.get_state`, e.g. ALBL's bandit
+weights) is written in the same transaction as the query it produced (:meth:`Store.add_query`);
+only the latest one is kept (table ``strategy_state``). A store written before that table existed
+(schema 1) still opens: the table is created empty and :meth:`Store.strategy_state` returns None.
+
 Labels are validated before anything is written: an unknown class, an id that is not in the pool or
 an id already labeled with a different label raise :class:`~metaal.errors.LabelError` and leave the
 database untouched. Labeling the same id with the same label again is a no-op. :meth:`Store.undo`
@@ -26,7 +31,7 @@ import numpy as np
 
 from metaal.errors import ConfigError, LabelError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: table strategy_state (a schema-1 store gets it, empty, when opened)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -64,6 +69,12 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     time REAL NOT NULL,
     blob BLOB,
     path TEXT
+);
+CREATE TABLE IF NOT EXISTS strategy_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    query_id INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    time REAL NOT NULL
 );
 """
 
@@ -261,16 +272,53 @@ class Store:
         ]
 
     # -- queries and skips -------------------------------------------------------------------------
-    def add_query(self, items: Sequence[int], reason: str, scores: Sequence[float | None]) -> int:
-        """Record a query (its items, the reason, the score of each item); returns its id."""
+    def add_query(
+        self,
+        items: Sequence[int],
+        reason: str,
+        scores: Sequence[float | None],
+        strategy_state: dict[str, Any] | None = None,
+    ) -> int:
+        """Record a query (its items, the reason, the score of each item); returns its id.
+
+        :param strategy_state: the strategy's state after choosing these items
+            (:meth:`~metaal.strategies.Strategy.get_state`), written in the same transaction as the
+            query and replacing the previous one; None leaves the saved state as it is.
+        :raises ConfigError: ``strategy_state`` is not JSON-serializable (nothing is written).
+        """
+        now = time.time()
         row = (
             json.dumps([int(i) for i in items]),
             str(reason),
             json.dumps([None if s is None or not np.isfinite(s) else float(s) for s in scores]),
             self.n_labels,
-            time.time(),
+            now,
         )
-        return self._write([("INSERT INTO queries (items, reason, scores, n_labels, time) VALUES (?, ?, ?, ?, ?)", row)])[0]
+        stmts: list[tuple[str, Sequence[Any]]] = [
+            ("INSERT INTO queries (items, reason, scores, n_labels, time) VALUES (?, ?, ?, ?, ?)", row)
+        ]
+        if strategy_state is not None:
+            try:
+                blob = json.dumps(strategy_state)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"store {self.path}: the strategy state is not JSON-serializable ({exc})") from None
+            stmts.append(
+                (
+                    "INSERT OR REPLACE INTO strategy_state (id, query_id, state, time) "
+                    "VALUES (1, last_insert_rowid(), ?, ?)",
+                    (blob, now),
+                )
+            )
+        return self._write(stmts)[0]
+
+    def strategy_state(self) -> tuple[dict[str, Any], int] | None:
+        """The latest saved strategy state and the id of the query it was saved with, or None
+        (no query saved one: a new session, or a store written before strategy states were
+        saved)."""
+        rows = self._read("SELECT state, query_id FROM strategy_state WHERE id = 1")
+        if not rows:
+            return None
+        return json.loads(rows[0][0]), int(rows[0][1])
 
     def queries(self) -> list[dict[str, Any]]:
         """Every recorded query, oldest first."""

@@ -95,6 +95,56 @@ def test_resume_replays_labels_and_reoffers_pending(wine, tmp_path):
     assert again.progress()["curve"] == curve_before and len(curve_before) == 8
 
 
+def test_albl_resume_continues_the_bandit(wine, tmp_path):
+    """ALBL's bandit state is saved with each query: a session abandoned twice (once with a query on
+    screen, once without closing the store) and resumed asks exactly what an uninterrupted one asks."""
+    n_total = 30
+    ref = ActiveLearner(wine, "albl", seed=5)
+    run_oracle(ref, wine.y, n_total)
+    ref_order = [item for _, item, _, _ in ref.store.labels()]
+    assert len(ref_order) == n_total and not np.allclose(ref.strategy.weights, 1.0)  # the bandit learned
+
+    path = tmp_path / "albl.sqlite"
+    al = ActiveLearner(wine, "albl", store=path, seed=5)
+    run_oracle(al, wine.y, 12)
+    shown = al.query(1)[0].id  # on screen when the session is abandoned
+    bandit = al.strategy.get_state()
+    al.store.close()
+
+    al = ActiveLearner(wine, "albl", store=path, seed=5)
+    assert al.resumed and al.n_labeled == 12 and al.strategy.get_state() == bandit
+    assert al.query(1)[0].id == shown
+    run_oracle(al, wine.y, 21)
+    abandoned = al  # dropped without closing its store
+    al = ActiveLearner(wine, "albl", store=path, seed=5)
+    assert al.strategy.get_state() == abandoned.strategy.get_state()
+    run_oracle(al, wine.y, n_total)
+    assert [item for _, item, _, _ in al.store.labels()] == ref_order
+    np.testing.assert_array_equal(al.strategy.weights, ref.strategy.weights)
+    abandoned.store.close()
+
+
+def test_undo_keeps_the_strategy_state(wine, tmp_path):
+    """An undo does not restart ALBL's bandit, so a session resumed right after an undo continues
+    as the uninterrupted one."""
+    orders = []
+    for path in (None, tmp_path / "u.sqlite"):
+        al = ActiveLearner(wine, "albl", store=path, seed=0)
+        run_oracle(al, wine.y, 10)
+        al.query(1)
+        bandit = al.strategy.get_state()
+        old_state = al.state  # kept alive so that the rebuilt ALState cannot reuse its id()
+        assert al.undo() is not None and al.state is not old_state
+        assert al.strategy.get_state() == bandit
+        if path is not None:  # abandoned right after the undo, then resumed
+            al.store.close()
+            al = ActiveLearner(wine, "albl", store=path, seed=0)
+            assert al.strategy.get_state() == bandit
+        run_oracle(al, wine.y, 20)
+        orders.append([item for _, item, _, _ in al.store.labels()])
+    assert orders[0] == orders[1]
+
+
 def test_bare_features_without_labels(wine):
     al = ActiveLearner(wine.X, "least_confident", classes=list(wine.classes), seed=0)
     assert len(al.test_ids) == 0 and al.n_labeled == 0

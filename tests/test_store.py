@@ -2,6 +2,7 @@
 killed with SIGKILL resumes with every acknowledged label and the same query order."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sqlite3
@@ -97,6 +98,45 @@ def test_store_refuses_another_session(tmp_path, wine):
     path2.write_bytes(b"this is not a database" * 100)
     with pytest.raises(ConfigError, match="not a metaal SQLite store"):
         Store(path2)
+
+
+def test_strategy_state_saved_with_its_query(store):
+    q1 = store.add_query([0], "albl", [None], strategy_state={"w": [0.5, 1.0]})
+    assert store.strategy_state() == ({"w": [0.5, 1.0]}, q1)
+    q2 = store.add_query([1], "albl", [None])  # None: the saved state is kept
+    assert store.strategy_state() == ({"w": [0.5, 1.0]}, q1)
+    with pytest.raises(ConfigError, match="not JSON-serializable"):
+        store.add_query([2], "albl", [None], strategy_state={"w": np.ones(2)})
+    assert store.n_queries == 2 and store.strategy_state()[1] == q1 < q2  # nothing written
+    store.add_query([2], "albl", [None], strategy_state={"w": [1.0, 1.0]})
+    assert store.strategy_state() == ({"w": [1.0, 1.0]}, q2 + 1) and raw_rows(store.path, "strategy_state") == 1
+
+
+def test_store_without_strategy_state_resumes_fresh(tmp_path, wine, caplog):
+    """A store written before strategy states were saved (schema 1, no strategy_state table)
+    still opens; a stateful strategy starts fresh with a logged warning, a stateless one silently."""
+    for strategy in ("albl", "margin"):
+        path = tmp_path / f"old_{strategy}.sqlite"
+        al = ActiveLearner(wine, strategy, store=path, seed=0)
+        run_oracle(al, wine.y, 6)
+        al.store.close()
+        db = sqlite3.connect(str(path))
+        db.execute("DROP TABLE strategy_state")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+        db.commit()
+        db.close()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="metaal.loop.active"):
+            again = ActiveLearner(wine, strategy, store=path, seed=0)
+        assert again.resumed and again.n_labeled == 6 and again.store.strategy_state() is None
+        if strategy == "albl":
+            assert "no saved state for strategy 'albl'" in caplog.text and "starts fresh" in caplog.text
+            np.testing.assert_array_equal(again.strategy.weights, np.ones(4))
+        else:
+            assert caplog.text == ""
+        run_oracle(again, wine.y, 8)  # continues, saving the state from now on
+        assert again.store.strategy_state()[0] == again.strategy.get_state()
+        again.store.close()
 
 
 def _label_cmd(store: Path, n: int, delay: float) -> list[str]:

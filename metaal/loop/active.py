@@ -25,12 +25,20 @@ Protocol:
 * **Resume.** Creating an :class:`ActiveLearner` on an existing store replays every label (one refit
   on all of them) and continues; the store refuses a session with other features, classes, pool,
   seed, strategy or learner.
+* **Strategy state.** A strategy that learns across queries (ALBL's bandit) exposes its state with
+  :meth:`~metaal.strategies.Strategy.get_state`; it is saved in the same transaction as each query
+  it chose (it only changes while choosing, never when a label arrives, so no acknowledged label
+  can be paired with a stale state) and restored with
+  :meth:`~metaal.strategies.Strategy.set_state` on resume, so a resumed session continues the same
+  query order. A store written before strategy states were saved resumes with a fresh strategy
+  state and a logged warning. :meth:`ActiveLearner.undo` keeps the strategy state.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -49,6 +57,8 @@ from metaal.store import Store
 from metaal.strategies import Strategy, get
 
 COLD_START_REASON = "random (cold start)"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -214,6 +224,31 @@ class ActiveLearner:
         self._estimates: dict[bytes, dict[str, Any]] = {}
         self._rebuild()
         self.strategy.reset(self.state, np.random.default_rng([self.seed, 0x5EED]))
+        self._restore_strategy_state()
+
+    def _restore_strategy_state(self) -> None:
+        """Install the strategy state saved with the latest query (after :meth:`Strategy.reset`).
+
+        A store without one (a new session, or one written before strategy states were saved)
+        leaves the fresh state; for a stateful strategy that already chose queries, a warning is
+        logged since its query order then differs from an uninterrupted session's.
+        """
+        saved = self.store.strategy_state()
+        if saved is not None:
+            try:
+                self.strategy.set_state(saved[0])
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"store {self.store.path}: cannot restore the state of strategy {self.strategy_name!r}: {exc}"
+                ) from None
+            return
+        if self.strategy.get_state() and any(q["reason"] != COLD_START_REASON for q in self.store.queries()):
+            log.warning(
+                "store %s holds no saved state for strategy %r (written by an older metaal): the strategy "
+                "starts fresh, so the queries from now on may differ from an uninterrupted session",
+                self.store.path,
+                self.strategy_name,
+            )
 
     # -- state ------------------------------------------------------------------------------------
     def _rebuild(self) -> None:
@@ -327,7 +362,10 @@ class ActiveLearner:
                     except (NotImplementedError, ValueError, TypeError):
                         scores = {}
             sc = [scores.get(int(p)) for p in picks]
-            qid = self.store.add_query([int(self.pool_ids[p]) for p in picks], reason, sc)
+            # the strategy's state after this choice, in the query's transaction (restored on resume)
+            qid = self.store.add_query(
+                [int(self.pool_ids[p]) for p in picks], reason, sc, strategy_state=self.strategy.get_state()
+            )
             out.extend(self._item(int(p), reason, fallback, s, qid) for p, s in zip(picks, sc))
             return out
 
@@ -377,12 +415,18 @@ class ActiveLearner:
             self.store.skip(item)
 
     def undo(self) -> tuple[int, str] | None:
-        """Remove the last label and retrain; returns ``(item id, class name)`` removed, or None."""
+        """Remove the last label and retrain; returns ``(item id, class name)`` removed, or None.
+
+        The strategy keeps its state (an ALBL bandit is not restarted), as a resumed session would.
+        """
         with self._lock:
             gone = self.store.undo()
             if gone is None:
                 return None
+            kept = self.strategy.get_state()
             self._rebuild()
+            self.strategy.reset(self.state, np.random.default_rng([self.seed, 0x5EED]))
+            self.strategy.set_state(kept)
             return gone[0], str(self.classes[gone[1]])
 
     def estimate(self, max_folds: int = 5) -> dict[str, Any]:

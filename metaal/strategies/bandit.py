@@ -1,7 +1,7 @@
 """Active learning by learning (ALBL): an EXP4.P bandit that learns which heuristic to follow."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -45,6 +45,11 @@ class ActiveLearningByLearning(Strategy):
     drawn. :meth:`reset` clears the weights and the history (called by ``simulate`` at the
     start of a run, and automatically when ``select`` sees a different state).
 
+    The bandit's state (weights, query history, importance weights, pending update) is exposed by
+    :meth:`get_state` / :meth:`set_state`, which :class:`~metaal.loop.ActiveLearner` saves with
+    every query so that a resumed labeling session continues the same query order. ALBL owns no
+    random generator: every draw uses the ``rng`` passed to :meth:`select`.
+
     Reference: Hsu & Lin, "Active learning by learning", AAAI 2015; EXP4.P: Beygelzimer,
     Langford, Li, Reyzin & Schapire, "Contextual bandit algorithms with supervised learning
     guarantees", AISTATS 2011.
@@ -80,6 +85,76 @@ class ActiveLearningByLearning(Strategy):
         self._state_id: int | None = None if state is None else id(state)
         for e in self.experts:
             e.reset(state, rng)
+
+    #: version of the dict written by :meth:`get_state`
+    STATE_VERSION = 1
+
+    def get_state(self) -> dict[str, Any]:
+        """The bandit's mutable state as a JSON-serializable dict (arrays as lists of floats):
+        ``weights`` ``(N,)``, ``queried`` (pool positions drawn by this bandit), ``iw`` (their
+        importance weights), ``arms_total``, ``pending`` (the EXP4.P updates waiting for the
+        labels of the last draws) and ``experts`` (each expert's own :meth:`get_state`)."""
+        return {
+            "version": self.STATE_VERSION,
+            "expert_names": list(self.expert_names),
+            "weights": [float(w) for w in self.weights],
+            "queried": [int(i) for i in self._queried],
+            "iw": [float(w) for w in self._iw],
+            "arms_total": float(self._arms_total),
+            "pending": [
+                {"xi_a": [float(v) for v in xi_a], "p_a": float(p_a), "vhat": [float(v) for v in vhat], "K": int(K)}
+                for xi_a, p_a, vhat, K in self._pending
+            ],
+            "experts": [e.get_state() for e in self.experts],
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore a state from :meth:`get_state` (after :meth:`reset`; the tie to the current
+        ALState set by ``reset`` is kept).
+
+        :raises ConfigError: a state of another version or other experts, or a malformed one;
+            the bandit is left unchanged then.
+        """
+        if not isinstance(state, Mapping):
+            raise ConfigError(f"albl: a state must be a dict, got {type(state).__name__}")
+        if state.get("version") != self.STATE_VERSION:
+            raise ConfigError(
+                f"albl: cannot restore a state of version {state.get('version')!r} (expected {self.STATE_VERSION})"
+            )
+        if list(state.get("expert_names", [])) != list(self.expert_names):
+            raise ConfigError(f"albl: the state is for experts {state.get('expert_names')}, not {self.expert_names}")
+        n = len(self.experts)
+        try:
+            weights = np.asarray(state["weights"], dtype=np.float64)
+            queried = [int(i) for i in state["queried"]]
+            iw = [float(w) for w in state["iw"]]
+            arms_total = float(state["arms_total"])
+            pending = [
+                (
+                    np.asarray(p["xi_a"], dtype=np.float64),
+                    float(p["p_a"]),
+                    np.asarray(p["vhat"], dtype=np.float64),
+                    int(p["K"]),
+                )
+                for p in state["pending"]
+            ]
+            experts = list(state["experts"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"albl: malformed state ({type(exc).__name__}: {exc})") from None
+        if weights.shape != (n,) or len(iw) != len(queried) or len(experts) != n:
+            raise ConfigError(
+                f"albl: malformed state (weights {weights.shape}, {len(queried)} queried, {len(iw)} iw, "
+                f"{len(experts)} expert states; expected {n} experts)"
+            )
+        if any(xi.shape != (n,) or vh.shape != (n,) for xi, _, vh, _ in pending):
+            raise ConfigError(f"albl: malformed state (a pending update does not have {n} experts)")
+        for e, st in zip(self.experts, experts):
+            e.set_state(st)
+        self.weights = weights
+        self._queried = queried
+        self._iw = iw
+        self._arms_total = arms_total
+        self._pending = pending
 
     @property
     def expert_probabilities(self) -> np.ndarray:

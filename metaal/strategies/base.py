@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
@@ -16,6 +16,12 @@ class Strategy:
     Subclasses set :attr:`name` and implement :meth:`score` (higher = label first) or override
     :meth:`select`. Strategies may keep state across the steps of one run (a bandit, a
     committee); :meth:`reset` is called at the start of each run.
+
+    State that a strategy learns across queries (and that cannot be recomputed from the
+    :class:`~metaal.state.ALState` and the generator passed to :meth:`select`) must be exposed by
+    :meth:`get_state` / :meth:`set_state`, so that a labeling session resumed from its store
+    (:class:`metaal.loop.ActiveLearner`) asks exactly what an uninterrupted one would have asked.
+    Stateless strategies keep the defaults (``{}``).
     """
 
     name: ClassVar[str] = "base"
@@ -39,6 +45,30 @@ class Strategy:
         k = check_k(k, len(unl))
         s = np.asarray(self.score(state), dtype=np.float64)
         return unl[top_k(s, k)]
+
+    def get_state(self) -> dict[str, Any]:
+        """The strategy's mutable state between queries, as a JSON-serializable dict (lists,
+        floats, ints, strings; no numpy types). The default, for strategies that keep no state
+        between queries, is ``{}``.
+
+        The state does not include what :meth:`reset` derives from the ALState or the generator;
+        restore it with :meth:`set_state` after :meth:`reset`.
+        """
+        return {}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore a state returned by :meth:`get_state` (call it after :meth:`reset`).
+
+        :raises ConfigError: the default accepts only ``{}`` (this strategy keeps no state) and
+            names the strategy for anything else.
+        """
+        if not isinstance(state, Mapping):
+            raise ConfigError(f"strategy {self.name!r}: a state must be a dict, got {type(state).__name__}")
+        if state:
+            keys = ", ".join(sorted(str(k) for k in state))
+            raise ConfigError(
+                f"strategy {self.name!r} keeps no state between queries; cannot restore a state with keys {keys}"
+            )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
