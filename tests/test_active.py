@@ -95,6 +95,30 @@ def test_resume_replays_labels_and_reoffers_pending(wine, tmp_path):
     assert again.progress()["curve"] == curve_before and len(curve_before) == 8
 
 
+def test_resume_restores_the_previous_predictions(wine, tmp_path):
+    """After a resume the state holds the predictions from before the last answer (prev_proba,
+    prev_pred: features of a learned policy's observation), as in the uninterrupted session; a
+    batch answer counts as one step."""
+    path = tmp_path / "s.sqlite"
+    al = ActiveLearner(wine, "margin", store=path, seed=4)
+    run_oracle(al, wine.y, 6)
+    q = al.query(2)
+    al.teach([x.id for x in q], [int(wine.y[x.id]) for x in q])  # one answer with two labels
+    assert al.state.prev_proba is not None
+    again = ActiveLearner(wine, "margin", store=path, seed=4)
+    assert again.n_labeled == 8
+    np.testing.assert_array_equal(again.state.proba, al.state.proba)
+    np.testing.assert_array_equal(again.state.prev_proba, al.state.prev_proba)
+    np.testing.assert_array_equal(again.state.prev_pred, al.state.prev_pred)
+    # a learned policy then sees the same observation, and asks the same
+    from metaal.observe import Observer
+
+    a = Observer().observe(al.state, np.random.default_rng(0))
+    b = Observer().observe(again.state, np.random.default_rng(0))
+    np.testing.assert_array_equal(a.candidates, b.candidates)
+    np.testing.assert_array_equal(a.global_, b.global_)
+
+
 def test_albl_resume_continues_the_bandit(wine, tmp_path):
     """ALBL's bandit state is saved with each query: a session abandoned twice (once with a query on
     screen, once without closing the store) and resumed asks exactly what an uninterrupted one asks."""

@@ -22,8 +22,9 @@ Protocol:
   are offered again first (after a crash, a restart or a reload of the web page); the strategy's
   generator for query number ``q`` is ``default_rng([seed, 0x5EED, q])``, so a resumed session
   asks exactly what an uninterrupted one would have asked.
-* **Resume.** Creating an :class:`ActiveLearner` on an existing store replays every label (one refit
-  on all of them) and continues; the store refuses a session with other features, classes, pool,
+* **Resume.** Creating an :class:`ActiveLearner` on an existing store replays every label (a refit
+  on all but the last answer's, then on all, so the previous predictions that a learned policy
+  observes are restored too) and continues; the store refuses a session with other features, classes, pool,
   seed, strategy or learner.
 * **Strategy state.** A strategy that learns across queries (ALBL's bandit) exposes its state with
   :meth:`~metaal.strategies.Strategy.get_state`; it is saved in the same transaction as each query
@@ -252,7 +253,10 @@ class ActiveLearner:
 
     # -- state ------------------------------------------------------------------------------------
     def _rebuild(self) -> None:
-        """(Re)build the ALState from the labels in the store: one refit on all of them."""
+        """(Re)build the ALState from the labels in the store: a refit on every label but the last
+        answer's, then one with it, so that the previous predictions (``prev_proba``,
+        ``prev_pred``: observation features of learned policies) are those of an uninterrupted
+        session. The last answer is the batch written in the last transaction (one timestamp)."""
         lrn = make_learner(self.learner_spec, len(self.classes), seed=self.seed)
         self.state = ALState(self.X_pool, len(self.classes), lrn, budget=None, classes=self.classes)
         rows = self.store.labels()
@@ -262,7 +266,11 @@ class ActiveLearner:
         if rows:
             pos = np.array([self._pos[i] for _, i, _, _ in rows], dtype=np.int64)
             labs = np.array([lab for _, _, lab, _ in rows], dtype=np.int64)
-            self.state.add_labels(pos, labs, refit=True, record=False)
+            times = np.array([t for _, _, _, t in rows])
+            cut = int(np.flatnonzero(times != times[-1])[-1]) + 1 if (times != times[-1]).any() else 0
+            if cut:
+                self.state.add_labels(pos[:cut], labs[:cut], refit=True, record=False)
+            self.state.add_labels(pos[cut:], labs[cut:], refit=True, record=False)
             self.state.history = [np.array([p]) for p in pos]
 
     @property
