@@ -268,6 +268,16 @@ class LearnedStrategy(Strategy):
         if self.fallback is not None:
             self.fallback.reset(state, rng)
 
+    def get_state(self) -> dict[str, Any]:
+        """The fallback heuristic's state when it has taken over (a policy itself keeps none)."""
+        return self.fallback.get_state() if self.fallback is not None else {}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if self.fallback is not None:
+            self.fallback.set_state(state)
+        else:
+            super().set_state(state)
+
     def logits(self, state: ALState, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``(logits (K,), pool positions (K,))`` of the current observation (padding: -inf, -1)."""
         obs = self.observer.observe(state, rng)

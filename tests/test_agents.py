@@ -149,6 +149,21 @@ def test_corrupt_policy_strict_error_and_fallback(policy_file, tmp_path, caplog)
     with pytest.warns(RuntimeWarning):
         s2 = get(f"policy:{bad}", fallback="entropy")
     assert s2.name.endswith("(fallback=entropy)")
+    # a stateful fallback (albl) keeps its state through the policy's get_state / set_state
+    with pytest.warns(RuntimeWarning):
+        s3 = get(f"policy:{bad}", fallback="albl")
+    s3.reset(state, np.random.default_rng(0))
+    s3.select(state, 1, np.random.default_rng(1))
+    saved = s3.get_state()
+    assert saved == s3.fallback.get_state() and saved["pending"]
+    with pytest.warns(RuntimeWarning):
+        s4 = get(f"policy:{bad}", fallback="albl")
+    s4.reset(state, np.random.default_rng(0))
+    s4.set_state(saved)
+    assert s4.get_state() == saved
+    assert LearnedStrategy(path).get_state() == {}  # a loaded policy keeps none
+    with pytest.raises(ConfigError):
+        LearnedStrategy(path).set_state({"weights": [1.0]})
 
 
 def test_wrong_observation_version_falls_back(policy_file, tmp_path):
