@@ -18,6 +18,10 @@ It also checks that warm starting does not change the learning curves beyond noi
 policy, warm vs. cold learner, a few seeds).
 
     METAAL_DATA=../shared/data python scripts/bench_env.py [--steps 100] [--dataset waveform]
+
+Vector environments (1 to 256 parallel episodes, scikit-learn envs in DummyVecEnv / SubprocVecEnv
+against the batched torch env in one or several processes, CPU or GPU) are measured by
+``scripts/bench_vec.py``.
 """
 from __future__ import annotations
 
