@@ -200,6 +200,38 @@ def test_policy_default_via_compare_cli(tmp_path):
     assert "policy:default" in text and "margin" in text
 
 
+def test_evaluate_cli_tables_tests_and_budget_caps(tmp_path, capsys):
+    """`metaal evaluate`: per-dataset Wilcoxon tests against margin, W/T/L that add up, budgets
+    capped at the pool, heuristics run once (their smaller-budget curve is a prefix)."""
+    from metaal.cli import main
+
+    out = tmp_path / "ev"
+    rc = main(["evaluate", "--policy", "default", "--data", "sklearn:wine", "sklearn:iris",
+               "--strategies", "random,margin,entropy", "--budgets", "4", "95", "--seeds", "6",
+               "--jobs", "1", "--no-progress", "--out", str(out)])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["strategies"] == ["policy:default", "random", "margin", "entropy"]
+    for b, r in res["budgets"].items():
+        for s, a in r["aggregate"].items():
+            if s != "margin":
+                assert a["wins"] + a["ties"] + a["losses"] == 2
+        for name, e in r["per_dataset"].items():
+            assert e["budget"] == min(int(b), {"wine": 114, "iris": 95}[name])
+            assert e["policy:default"]["vs_margin"] in ("win", "tie", "loss")
+            assert 0.0 <= e["policy:default"]["p_margin"] <= 1.0
+    # iris: 105 pool rows - 10 initial = 95 labels at most; wine: 124 - 10 = 114
+    assert res["budgets"]["95"]["per_dataset"]["iris"]["budget"] == 95
+    assert res["budgets"]["4"]["per_dataset"]["wine"]["budget"] == 4
+    # the heuristics' budget-4 curves are the prefixes of their budget-95 ones
+    c4 = (out / "logreg_b4" / "curves.csv").read_text().splitlines()
+    c95 = (out / "logreg_b95" / "curves.csv").read_text().splitlines()
+    assert len(c95) > len(c4)
+    md = (out / "results.md").read_text()
+    assert "beats random (mean AULC)" in md and "| margin |" in md
+    assert "policy:default" in capsys.readouterr().out
+
+
 # ----------------------------------------------------------------------------------------------
 # imitation and training
 

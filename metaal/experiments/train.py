@@ -127,7 +127,12 @@ def evaluate_policy(policy: str = "default", datasets: Sequence[str] = ("meta_te
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    names = resolve_datasets(datasets)
+    specs = resolve_datasets(datasets)
+    loaded = [load_dataset(sp) for sp in specs]
+    names = [ds.name for ds in loaded]  # what the curves are keyed by ("sklearn:wine" -> "wine")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"two of the datasets have the same name: {', '.join(names)}")
+    data_of = dict(zip(names, loaded))
     pol = policy if policy.startswith("policy:") else f"policy:{policy}"
     heur = [s for s in strategies if s != pol and not s.startswith("policy:")]
     if "margin" not in heur:
@@ -135,8 +140,7 @@ def evaluate_policy(policy: str = "default", datasets: Sequence[str] = ("meta_te
     budgets = sorted(set(int(b) for b in budgets))
     caps: dict[str, int] = {}
     for n in names:
-        ds = load_dataset(n)
-        sp = make_split(ds, 0, initial)
+        sp = make_split(data_of[n], 0, initial)
         caps[n] = len(sp.pool) - len(sp.initial)
     eff = {(n, b): min(b, caps[n]) for n in names for b in budgets}
     curves: dict[int, list[Any]] = {b: [] for b in budgets}
@@ -145,7 +149,8 @@ def evaluate_policy(policy: str = "default", datasets: Sequence[str] = ("meta_te
     for n in names:
         groups.setdefault(eff[(n, budgets[-1])], []).append(n)
     for B, dsn in groups.items():
-        cs = run_cells(dsn, heur, seeds=seeds, budget=B, initial=initial, learner=learner, jobs=jobs, progress=progress)
+        cs = run_cells([data_of[n] for n in dsn], heur, seeds=seeds, budget=B, initial=initial, learner=learner,
+                       jobs=jobs, progress=progress)
         for b in budgets:
             for c in cs:
                 curves[b].append(_cut(c, eff[(c.dataset, b)]))
@@ -155,8 +160,8 @@ def evaluate_policy(policy: str = "default", datasets: Sequence[str] = ("meta_te
         for n in names:
             groups.setdefault(eff[(n, b)], []).append(n)
         for B, dsn in groups.items():
-            curves[b] += run_cells(dsn, [pol], seeds=seeds, budget=B, initial=initial, learner=learner, jobs=jobs,
-                                   progress=progress)
+            curves[b] += run_cells([data_of[n] for n in dsn], [pol], seeds=seeds, budget=B, initial=initial,
+                                   learner=learner, jobs=jobs, progress=progress)
     order = {s: i for i, s in enumerate([pol] + heur)}
     results: dict[str, Any] = {"policy": pol, "learner": learner, "seeds": seeds, "initial": initial,
                                "datasets": names, "budgets": {}, "strategies": [pol] + heur}
@@ -205,11 +210,15 @@ def results_markdown(res: dict[str, Any]) -> str:
     lines = [f"### learner `{res['learner']}`, {res['seeds']} seeds, {len(res['datasets'])} datasets", ""]
     for b, r in res["budgets"].items():
         lines += [f"#### budget {b}", "",
-                  "| strategy | mean AULC | mean rank | vs margin W/T/L (Wilcoxon p<0.05) |",
-                  "|---|---|---|---|"]
+                  "| strategy | mean AULC | mean rank | vs margin W/T/L (Wilcoxon p<0.05) | beats random (mean AULC) |",
+                  "|---|---|---|---|---|"]
+        per = r["per_dataset"]
         for s, a in r["aggregate"].items():
             wtl = "-" if s == "margin" else f"{a['wins']}/{a['ties']}/{a['losses']}"
-            lines.append(f"| {s} | {a['mean_aulc']:.4f} | {a['mean_rank']:.2f} | {wtl} |")
+            beats = "-"
+            if s != "random" and all("random" in e for e in per.values()):
+                beats = f"{sum(e[s]['aulc'] > e['random']['aulc'] for e in per.values())}/{len(per)}"
+            lines.append(f"| {s} | {a['mean_aulc']:.4f} | {a['mean_rank']:.2f} | {wtl} | {beats} |")
         a = r["aggregate"][pol]
         if "beats_random_mean" in a:
             n = len(res["datasets"])
