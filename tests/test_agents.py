@@ -230,6 +230,23 @@ def test_evaluate_cli_tables_tests_and_budget_caps(tmp_path, capsys):
     md = (out / "results.md").read_text()
     assert "beats random (mean AULC)" in md and "| margin |" in md
     assert "policy:default" in capsys.readouterr().out
+    # two evaluations on disjoint datasets merge into the one over both (scripts/merge_evaluations.py)
+    import copy
+
+    from metaal.experiments.train import merge_results
+
+    parts = []
+    for keep in (["wine"], ["iris"]):
+        part = copy.deepcopy(res)
+        part["datasets"] = keep
+        for r in part["budgets"].values():
+            r["per_dataset"] = {n: e for n, e in r["per_dataset"].items() if n in keep}
+        parts.append(part)
+    merged = merge_results(parts)
+    for b, r in res["budgets"].items():
+        assert merged["budgets"][b]["aggregate"] == r["aggregate"]
+    with pytest.raises(ConfigError, match="evaluated twice"):
+        merge_results([parts[0], parts[0]])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from metaal.errors import ConfigError
+
 
 def register(subparsers: Any) -> None:
     """Add the ``train`` and ``evaluate`` parsers to the ``metaal`` command."""
@@ -188,20 +190,55 @@ def evaluate_policy(policy: str = "default", datasets: Sequence[str] = ("meta_te
                 x = np.array([aulc[(n, pol, k)] for k in range(seeds)])
                 entry[pol]["vs_random"], entry[pol]["p_random"] = paired_test(x, rnd)
             per_ds[n] = entry
-        agg: dict[str, Any] = {}
-        for s in [pol] + heur:
-            a = [per_ds[n][s]["aulc"] for n in names]
-            rk = [per_ds[n][s]["rank"] for n in names]
-            wtl = [per_ds[n][s].get("vs_margin") for n in names]
-            agg[s] = {"mean_aulc": float(np.mean(a)), "mean_rank": float(np.mean(rk)),
-                      "wins": wtl.count("win"), "ties": wtl.count("tie"), "losses": wtl.count("loss")}
-        if "random" in heur:
-            agg[pol]["beats_random_mean"] = int(sum(per_ds[n][pol]["aulc"] > per_ds[n]["random"]["aulc"] for n in names))
-            agg[pol]["beats_random_sig"] = int(sum(per_ds[n][pol].get("vs_random") == "win" for n in names))
+        agg = aggregate(per_ds, [pol] + heur)
         results["budgets"][str(b)] = {"aggregate": agg, "per_dataset": per_ds, "plot": str(out / f"{learner}_b{b}" / "curves.png")}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(results_markdown(results))
     return results
+
+
+def aggregate(per_ds: dict[str, dict[str, Any]], strategies: list[str]) -> dict[str, Any]:
+    """The aggregate rows of an evaluation from its per-dataset entries (``strategies[0]`` is the
+    policy): mean AULC, mean rank, W/T/L against margin, and for the policy the datasets where it
+    beats random by mean AULC and significantly."""
+    names, pol = list(per_ds), strategies[0]
+    agg: dict[str, Any] = {}
+    for s in strategies:
+        wtl = [per_ds[n][s].get("vs_margin") for n in names]
+        agg[s] = {"mean_aulc": float(np.mean([per_ds[n][s]["aulc"] for n in names])),
+                  "mean_rank": float(np.mean([per_ds[n][s]["rank"] for n in names])),
+                  "wins": wtl.count("win"), "ties": wtl.count("tie"), "losses": wtl.count("loss")}
+    if "random" in strategies:
+        agg[pol]["beats_random_mean"] = int(sum(per_ds[n][pol]["aulc"] > per_ds[n]["random"]["aulc"] for n in names))
+        agg[pol]["beats_random_sig"] = int(sum(per_ds[n][pol].get("vs_random") == "win" for n in names))
+    return agg
+
+
+_SAME = ("policy", "learner", "seeds", "initial", "strategies")
+
+
+def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One results dict over the union of the inputs' datasets (see the module docstring)."""
+    first = results[0]
+    for r in results[1:]:
+        for key in _SAME:
+            if r[key] != first[key]:
+                raise ConfigError(f"cannot merge: {key} differs ({r[key]!r} vs {first[key]!r})")
+        if set(r["budgets"]) != set(first["budgets"]):
+            raise ConfigError(f"cannot merge: budgets differ ({sorted(r['budgets'])} vs {sorted(first['budgets'])})")
+    names: list[str] = []
+    for r in results:
+        dup = set(names) & set(r["datasets"])
+        if dup:
+            raise ConfigError(f"cannot merge: datasets evaluated twice: {', '.join(sorted(dup))}")
+        names += r["datasets"]
+    strategies = first["strategies"]
+    out = {**{k: first[k] for k in _SAME}, "datasets": names, "budgets": {}}
+    for b in first["budgets"]:
+        per = {n: e for r in results for n, e in r["budgets"][b]["per_dataset"].items()}
+        per = {n: per[n] for n in names}
+        out["budgets"][b] = {"aggregate": aggregate(per, strategies), "per_dataset": per}
+    return out
 
 
 def results_markdown(res: dict[str, Any]) -> str:
