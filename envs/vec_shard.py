@@ -44,6 +44,8 @@ def _answer(venv: VecEnv, cmd: str, data: Any) -> Any:
         return venv.reset(), venv.reset_infos
     if cmd == "action_masks":
         return np.asarray(venv.env_method("action_masks"))
+    if cmd == "has_attr":
+        return venv.has_attr(data)
     if cmd == "get_attr":
         name, idx = data
         return ("ok", venv.get_attr(name, idx)) if venv.has_attr(name) else ("missing", None)
@@ -156,14 +158,20 @@ class ShardedVecEnv(VecEnv):
             where.append(pos)
         return [(w, loc, where) for w, (loc, where) in out.items()]
 
-    def _gather(self, cmd: str, make: Callable[[list[int]], Any], indices: Any) -> list[Any]:
+    def _gather(
+        self, cmd: str, make: Callable[[list[int]], Any], indices: Any,
+        unwrap: Callable[[Any], list[Any]] | None = None,
+    ) -> list[Any]:
+        """Send ``(cmd, make(local indices))`` to every shard concerned and put the answers (one
+        per local index, after ``unwrap`` when given) back in the order of ``indices``."""
         parts = self._split(indices)
         for w, loc, _ in parts:
             self.remotes[w].send((cmd, make(loc)))
         n = sum(len(where) for _, _, where in parts)
         result: list[Any] = [None] * n
         for w, _, where in parts:
-            for pos, value in zip(where, self._recv(w)):
+            answer = self._recv(w)
+            for pos, value in zip(where, answer if unwrap is None else unwrap(answer)):
                 result[pos] = value
         return result
 
@@ -239,28 +247,23 @@ class ShardedVecEnv(VecEnv):
     def has_attr(self, attr_name: str) -> bool:
         if attr_name == "action_masks":
             return True
-        return all(ok == "ok" for ok, _ in self._ask_attr(attr_name))
-
-    def _ask_attr(self, attr_name: str) -> list[tuple[str, Any]]:
+        # asked in the shards: their values need not travel
         for r in self.remotes:
-            r.send(("get_attr", (attr_name, None)))
-        return [self._recv(w) for w in range(len(self.remotes))]
+            r.send(("has_attr", attr_name))
+        return all([self._recv(w) for w in range(len(self.remotes))])  # a list: read every answer
 
     def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
         if attr_name == "action_masks":  # bound methods of a shard do not travel: answer here
             masks = self.action_masks()
             return [(lambda m=masks[i]: m) for i in self._get_indices(indices)]
-        parts = self._split(indices)
-        for w, loc, _ in parts:
-            self.remotes[w].send(("get_attr", (attr_name, loc)))
-        result: list[Any] = [None] * sum(len(where) for _, _, where in parts)
-        for w, _, where in parts:
-            status, values = self._recv(w)
+
+        def values(answer: tuple[str, Any]) -> list[Any]:
+            status, vals = answer
             if status != "ok":
                 raise AttributeError(f"the shards of this ShardedVecEnv have no attribute {attr_name!r}")
-            for pos, value in zip(where, values):
-                result[pos] = value
-        return result
+            return vals
+
+        return self._gather("get_attr", lambda loc: (attr_name, loc), indices, unwrap=values)
 
     def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
         parts = self._split(indices)

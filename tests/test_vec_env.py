@@ -277,6 +277,7 @@ def test_sharded_env_equals_its_shards_stepped_alone():
         assert len(env.env_method("action_masks")) == 5
         with pytest.raises(AttributeError, match="no attribute"):
             env.get_attr("no_such_attribute")
+        assert env.has_attr("dataset") and not env.has_attr("no_such_attribute")
     finally:
         env.close()
 
