@@ -75,6 +75,7 @@ DQN_HYPER: dict[str, Any] = {"learning_rate": 0.0001, "buffer_size": 20000, "lea
                              "exploration_fraction": 0.3, "exploration_initial_eps": 1.0,
                              "exploration_final_eps": 0.05}
 ALGOS = ("MaskablePPO", "PPO", "DQN")
+VEC_ENVS = ("dummy", "subproc", "batched")  # rl.vec_env, see make_vec_env
 
 
 # ----------------------------------------------------------------------------------------------
@@ -157,10 +158,15 @@ def load_config(path: "str | os.PathLike | dict[str, Any]") -> dict[str, Any]:
     if cfg["rl"]["algo"] == "DQN":  # DQN's own defaults, overridden by the config's rl.hyper only
         cfg["rl"]["hyper"] = {**DQN_HYPER, **dict(((raw.get("rl") or {}).get("hyper")) or {})}
         _check_dqn_hyper(cfg["rl"]["hyper"])
-    if cfg["rl"].get("vec_env", "dummy") not in VEC_ENVS:
-        raise ConfigError(f"rl.vec_env must be one of {', '.join(VEC_ENVS)} (got {cfg['rl']['vec_env']!r})")
-    if cfg["rl"].get("vec_env") == "batched" and cfg["learner"] != "logreg":
-        raise ConfigError(f"rl.vec_env: batched needs learner: logreg (got {cfg['learner']!r})")
+    rl = cfg["rl"]
+    if rl.get("vec_env", "dummy") not in VEC_ENVS:
+        raise ConfigError(f"rl.vec_env must be one of {', '.join(VEC_ENVS)} (got {rl['vec_env']!r})")
+    if rl.get("vec_env") == "batched":
+        if cfg["learner"] != "logreg":
+            raise ConfigError(f"rl.vec_env: batched trains on a batched logistic regression and needs learner: "
+                              f"logreg (got {cfg['learner']!r}; use vec_env: dummy or subproc for other learners)")
+        if rl.get("env_id", "metaal/Pool-v0") != "metaal/Pool-v0":
+            raise ConfigError(f"rl.vec_env: batched is the batched metaal/Pool-v0 (rl.env_id is {rl['env_id']!r})")
     if not cfg["imitation"]["enabled"] and not cfg["rl"]["enabled"]:
         raise ConfigError("enable imitation, rl, or both")
     return cfg
@@ -388,9 +394,6 @@ class Validator:
 # RL
 
 
-VEC_ENVS = ("dummy", "subproc", "batched")
-
-
 def make_vec_env(cfg: dict[str, Any]) -> Any:
     """SB3 vector env of ``rl.n_envs`` episodes over the training datasets.
 
@@ -399,7 +402,8 @@ def make_vec_env(cfg: dict[str, Any]) -> Any:
     episodes on one batched torch logistic regression
     (:func:`metaal.envs.vec_shard.make_batched_vec_env`: ``rl.workers`` processes, ``rl.device``
     ``auto`` = the GPU when present), same observations and rewards as ``metaal/Pool-v0``, for
-    ``learner: logreg`` only. ``rl.env_kwargs`` go to every environment.
+    ``learner: logreg`` only. ``rl.env_kwargs`` go to every environment. ``cfg`` comes from
+    :func:`load_config`, which checks these settings.
     """
     import gymnasium as gym
     from stable_baselines3.common.monitor import Monitor
@@ -411,8 +415,6 @@ def make_vec_env(cfg: dict[str, Any]) -> Any:
     from metaal.synthetic import random_task_spec
 
     kind = rl.get("vec_env", "dummy")
-    if kind not in VEC_ENVS:
-        raise ConfigError(f"rl.vec_env must be one of {', '.join(VEC_ENVS)} (got {kind!r})")
     kwargs = dict(rl.get("env_kwargs") or {})
     specs: list[Any] = [random_task_spec if s == "synth:random" else s for s in train_specs(cfg)]
     kwargs.setdefault("datasets", specs)
@@ -425,11 +427,6 @@ def make_vec_env(cfg: dict[str, Any]) -> Any:
     if kind == "batched":
         from metaal.envs.vec_shard import make_batched_vec_env
 
-        if cfg["learner"] != "logreg":
-            raise ConfigError(f"rl.vec_env: batched trains on a batched logistic regression; learner is "
-                              f"{cfg['learner']!r} (use vec_env: dummy or subproc for other learners)")
-        if rl.get("env_id", "metaal/Pool-v0") != "metaal/Pool-v0":
-            raise ConfigError(f"rl.vec_env: batched is the batched metaal/Pool-v0 (rl.env_id is {rl['env_id']!r})")
         kwargs.pop("learner", None)
         venv = make_batched_vec_env(n_envs, workers=int(rl.get("workers", 1)), seed=seed * 1000,
                                     device=str(rl.get("device", "auto")), **kwargs)
