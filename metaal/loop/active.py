@@ -267,7 +267,8 @@ class ActiveLearner:
             pos = np.array([self._pos[i] for _, i, _, _ in rows], dtype=np.int64)
             labs = np.array([lab for _, _, lab, _ in rows], dtype=np.int64)
             times = np.array([t for _, _, _, t in rows])
-            cut = int(np.flatnonzero(times != times[-1])[-1]) + 1 if (times != times[-1]).any() else 0
+            earlier = np.flatnonzero(times != times[-1])  # rows written before the last answer
+            cut = int(earlier[-1]) + 1 if len(earlier) else 0
             if cut:
                 self.state.add_labels(pos[:cut], labs[:cut], refit=True, record=False)
             self.state.add_labels(pos[cut:], labs[cut:], refit=True, record=False)
