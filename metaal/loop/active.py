@@ -224,8 +224,12 @@ class ActiveLearner:
         )
         self._estimates: dict[bytes, dict[str, Any]] = {}
         self._rebuild()
-        self.strategy.reset(self.state, np.random.default_rng([self.seed, 0x5EED]))
+        self._reset_strategy()
         self._restore_strategy_state()
+
+    def _reset_strategy(self) -> None:
+        """:meth:`Strategy.reset` on the current state, with the session's fixed generator."""
+        self.strategy.reset(self.state, np.random.default_rng([self.seed, 0x5EED]))
 
     def _restore_strategy_state(self) -> None:
         """Install the strategy state saved with the latest query (after :meth:`Strategy.reset`).
@@ -434,7 +438,7 @@ class ActiveLearner:
                 return None
             kept = self.strategy.get_state()
             self._rebuild()
-            self.strategy.reset(self.state, np.random.default_rng([self.seed, 0x5EED]))
+            self._reset_strategy()
             self.strategy.set_state(kept)
             return gone[0], str(self.classes[gone[1]])
 
