@@ -123,7 +123,6 @@ def evaluate_policy(policy: str = "default", datasets: Sequence[str] = ("meta_te
                     jobs: int = 2, out: "str | Path" = "eval", progress: bool = True, plot: bool = True) -> dict[str, Any]:
     """Run the evaluation described in the module docstring; returns the ``results.json`` dict."""
     from metaal.data import load_dataset, make_split
-    from metaal.errors import ConfigError
     from metaal.experiments.report import write_report
     from metaal.experiments.runner import run_cells
 
