@@ -293,6 +293,20 @@ def test_config_refuses_meta_test():
         load_config({"epochs": 3})
 
 
+@pytest.mark.parametrize("name", ["default", "batched", "dqn", "gpu"])
+def test_committed_training_configs_load(name):
+    """Every committed training config passes load_config's checks (a typo'd key, an unknown
+    algorithm or a meta-test dataset in it would be a ConfigError here, not after a long run)."""
+    import yaml
+
+    from metaal.agents.train import load_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    cfg = load_config(yaml.safe_load((root / f"{name}.yaml").read_text()))
+    assert cfg["name"] == name
+    assert cfg["datasets"]["train"] == "meta_train"
+
+
 def test_tiny_training_run_writes_policy_tb_and_resumes(tmp_path):
     pytest.importorskip("metaal.envs.pool")
     from metaal.agents.strategy import read_metadata
