@@ -110,6 +110,9 @@ class Learner:
             self.estimator.set_params(warm_start=False)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The `probability` parameter", category=FutureWarning)
+            # few labels over many classes is the normal start of active learning, not a regression
+            warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%",
+                                    category=UserWarning)
             self.estimator.fit(X, y)
         self.classes_ = np.asarray(self.estimator.classes_, dtype=np.int64)
         return self
