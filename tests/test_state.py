@@ -27,16 +27,16 @@ def test_learner_single_class_predicts_prior():
 
 
 def test_learner_quiet_on_few_labels_over_many_classes():
-    """10 labels over 10 classes is a normal active-learning start: no scikit-learn warning that
-    the labels look like a regression target (it flooded training and evaluation logs)."""
+    """30 labels over 20 classes is a normal early active-learning state: no scikit-learn warning
+    that the labels look like a regression target (it flooded training and evaluation logs)."""
     import warnings
 
     rng = np.random.default_rng(0)
-    X, y = rng.normal(size=(10, 4)), np.arange(10)
+    X, y = rng.normal(size=(30, 4)), np.arange(30) % 20
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        p = make_learner("logreg", n_classes=15).fit(X, y).predict_proba(X)
-    assert p.shape == (10, 15) and np.allclose(p.sum(axis=1), 1.0)
+        p = make_learner("logreg", n_classes=20).fit(X, y).predict_proba(X)
+    assert p.shape == (30, 20) and np.allclose(p.sum(axis=1), 1.0)
 
 
 @pytest.mark.parametrize("name", ["logreg", "svm", "rf", "knn", "gb"])
