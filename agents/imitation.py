@@ -1,4 +1,5 @@
-"""Imitation warm start: a one-step lookahead expert, behaviour cloning and DAgger.
+"""Imitation warm start: a lookahead expert (greedy one-step, or a beam search), behaviour cloning
+and DAgger.
 
 The expert sees what no deployed policy can: the labels of the pool (the simulation oracle) and a
 held-out *reward split*. For every candidate of an observation it labels that candidate, refits
@@ -6,7 +7,9 @@ the learner and measures the reward-split accuracy (plus ``ll_weight`` times the
 log-probability of the true class, a tie-breaker: accuracy on a few hundred items moves in steps
 of ``1/n``, so most candidates tie on accuracy alone). The gain over the current model is the
 candidate's score; the expert picks the best one (greedy one-step lookahead, as in "expected error
-reduction" with the true labels).
+reduction" with the true labels). With ``beam_depth > 1`` it looks further: a beam search over
+sequences of candidates, scoring a candidate by the best sequence that starts with it
+(:func:`lookahead_gains`).
 
 Episodes never touch a meta-test dataset: a :class:`TaskSampler` draws a dataset from the given
 (meta-train) names, subsamples it to ``max_rows`` rows, makes the default-protocol split with a
@@ -87,41 +90,84 @@ class TaskSampler:
 # the expert
 
 
-def lookahead_gains(state: ALState, task: Task, indices: np.ndarray, mask: np.ndarray, ll_weight: float = 0.01) -> np.ndarray:
-    """One-step lookahead score of every candidate, shape ``(K,)`` (``-inf`` on padding rows).
+def lookahead_gains(state: ALState, task: Task, indices: np.ndarray, mask: np.ndarray, ll_weight: float = 0.01,
+                    beam_width: int = 1, beam_depth: int = 1) -> np.ndarray:
+    """Lookahead score of every candidate, shape ``(K,)`` (``-inf`` on padding rows).
 
     :param indices: ``(K,)`` pool positions of the candidates (``Observation.indices``).
     :param mask: ``(K,)`` valid candidates.
+    :param beam_width: ``W``, sequences kept per level of the beam search (``beam_depth > 1``).
+    :param beam_depth: ``D``, labels looked ahead; 1 is the greedy one-step expert.
+
     Score = reward-split accuracy gain + ``ll_weight`` * mean log-likelihood gain, relative to the
-    current model. A logistic regression refits warm-started from the current coefficients.
+    current model, after labeling the candidate (a logistic regression refits warm-started from the
+    current coefficients).
+
+    With ``D > 1`` the expert runs a beam search over sequences of distinct candidates of this
+    observation: level 1 scores every candidate, and each further level extends each of the ``W``
+    best sequences of the level before by every other candidate and scores the whole sequence
+    (labeled together, one refit; a set scored once is not refit again). A candidate's value is the
+    best gain of a sequence that starts with it, at the deepest level such a sequence reached,
+    divided by that depth (gain per label, so the scale stays that of one-step gains). The beam's
+    order is kept: every candidate that starts a deeper sequence scores above every candidate
+    whose sequences were pruned earlier (each level is shifted up just enough for that), so the
+    expert's best candidate is the first label of the best ``D``-label sequence found. Cost:
+    at most ``K + (D - 1) * W * (K - 1)`` refits instead of ``K``.
     """
+    if int(beam_width) < 1 or int(beam_depth) < 1:
+        raise ValueError(f"beam_width and beam_depth must be >= 1 (got {beam_width}, {beam_depth})")
     Xr, yr = task.X_test, task.y_test
     lab = state.labeled_idx
-    base = state.learner.predict_proba(Xr)
 
     def score(p: np.ndarray) -> float:
         acc = float(np.mean(np.argmax(p, 1) == yr))
         ll = float(np.mean(np.log(np.clip(p[np.arange(len(yr)), yr], 1e-12, 1.0))))
         return acc + ll_weight * ll
 
-    s0 = score(base)
-    out = np.full(len(indices), -np.inf)
+    s0 = score(state.learner.predict_proba(Xr))
     est = state.learner.estimator
     warm_ok = hasattr(est, "coef_") and hasattr(est, "warm_start") and state.learner._prior is None
-    for j in np.flatnonzero(mask):
-        c = int(indices[j])
-        y_c = int(task.y_pool[c])
-        X = np.concatenate([state.X_pool[lab], state.X_pool[c : c + 1]])
-        y = np.concatenate([state.labels[lab], [y_c]])
-        if warm_ok and y_c in set(state.learner.classes_.tolist()):
-            lrn = copy.copy(state.learner)
-            lrn.estimator = copy.deepcopy(est)
-            lrn.estimator.set_params(warm_start=True)
-            lrn.estimator.fit(X, y)
-        else:
-            lrn = state.learner.clone()
-            lrn.fit(X, y)
-        out[j] = score(lrn.predict_proba(Xr)) - s0
+    known = set(state.learner.classes_.tolist())
+    seen: dict[frozenset[int], float] = {}
+
+    def gain(seq: tuple[int, ...]) -> float:
+        key = frozenset(seq)
+        if key not in seen:
+            rows = np.asarray(sorted(key), dtype=np.int64)  # one order per set (a learner may depend on it)
+            y_new = task.y_pool[rows].astype(np.int64)
+            X = np.concatenate([state.X_pool[lab], state.X_pool[rows]])
+            y = np.concatenate([state.labels[lab], y_new])
+            if warm_ok and set(y_new.tolist()) <= known:
+                lrn = copy.copy(state.learner)
+                lrn.estimator = copy.deepcopy(est)
+                lrn.estimator.set_params(warm_start=True)
+                lrn.estimator.fit(X, y)
+            else:
+                lrn = state.learner.clone()
+                lrn.fit(X, y)
+            seen[key] = score(lrn.predict_proba(Xr)) - s0
+        return seen[key]
+
+    valid = [int(j) for j in np.flatnonzero(mask)]
+    pos = {int(indices[j]): j for j in valid}
+    out = np.full(len(indices), -np.inf)
+    level = [((int(indices[j]),), gain((int(indices[j]),))) for j in valid]
+    for j, (_, g) in zip(valid, level):
+        out[j] = g
+    depth = min(int(beam_depth), len(valid))  # a sequence holds distinct candidates
+    for d in range(2, depth + 1):
+        level.sort(key=lambda sv: -sv[1])  # stable: ties keep the candidates' order
+        beam = [sv[0] for sv in level[: int(beam_width)]]
+        level = [(seq + (c,), gain(seq + (c,))) for seq in beam for c in pos if c not in seq]
+        best: dict[int, float] = {}
+        for seq, g in level:
+            best[seq[0]] = max(best.get(seq[0], -np.inf), g)
+        firsts = [pos[c] for c in best]
+        vals = np.array([best[c] / d for c in best])
+        others = np.setdiff1d(valid, firsts)
+        floor = float(np.max(out[others])) if len(others) else -np.inf
+        shift = max(0.0, floor - float(vals.min()) + 1e-9) if np.isfinite(floor) else 0.0
+        out[firsts] = vals + shift
     return out
 
 
@@ -163,7 +209,8 @@ class Demonstrations:
 
 
 def _episode(sampler: TaskSampler, seed: int, k: int, budget_range: tuple[int, int], record_prob: float,
-             rollin: str, policy_state: Any, learner: str, ll_weight: float, beta: float) -> Demonstrations:
+             rollin: str, policy_state: Any, learner: str, ll_weight: float, beta: float,
+             beam: tuple[int, int] = (1, 1)) -> Demonstrations:
     """One episode: roll in, record ``record_prob`` of the steps with the expert's gains."""
     from threadpoolctl import threadpool_limits
 
@@ -193,7 +240,8 @@ def _episode(sampler: TaskSampler, seed: int, k: int, budget_range: tuple[int, i
             record = rng.random() < record_prob
             g = None
             if record:
-                g = lookahead_gains(state, task, obs.indices, obs.mask, ll_weight)
+                g = lookahead_gains(state, task, obs.indices, obs.mask, ll_weight, beam_width=beam[0],
+                                    beam_depth=beam[1])
                 cands.append(obs.candidates)
                 globs.append(obs.global_)
                 masks.append(obs.mask)
@@ -222,12 +270,14 @@ def _episode(sampler: TaskSampler, seed: int, k: int, budget_range: tuple[int, i
 def collect(sampler: TaskSampler, n_states: int, k: int = 32, budget_range: tuple[int, int] = (20, 150),
             record_prob: float = 0.3, seed: int = 0, jobs: int = 1, rollin: str = "mix", policy: Any = None,
             beta: float = 0.0, learner: str = "logreg", ll_weight: float = 0.01, progress: bool = False,
-            episode_offset: int = 0) -> Demonstrations:
+            episode_offset: int = 0, beam_width: int = 1, beam_depth: int = 1) -> Demonstrations:
     """Collect about ``n_states`` expert-labeled observations from whole episodes.
 
     :param rollin: ``"mix"`` (expert on recorded steps, else margin's pick or a random candidate) or
         ``"policy"`` (DAgger: ``policy`` acts, with probability ``beta`` the expert instead).
     :param seed: episode ``e`` uses seed ``(seed, episode_offset + e)``, whatever ``jobs`` is.
+    :param beam_width: the expert's beam width, see :func:`lookahead_gains`.
+    :param beam_depth: the expert's lookahead depth (1: greedy one-step).
     :returns: the demonstrations of ``ceil(n_states / expected per episode)`` episodes, in order.
     """
     from joblib import Parallel, delayed
@@ -235,7 +285,7 @@ def collect(sampler: TaskSampler, n_states: int, k: int = 32, budget_range: tupl
     per_episode = max(1.0, record_prob * 0.5 * (budget_range[0] + budget_range[1]) * 0.8)
     n_episodes = max(1, int(np.ceil(n_states / per_episode)))
     seeds = [int(np.random.SeedSequence([seed, episode_offset + e]).generate_state(1)[0]) for e in range(n_episodes)]
-    args = (k, budget_range, record_prob, rollin, policy, learner, ll_weight, beta)
+    args = (k, budget_range, record_prob, rollin, policy, learner, ll_weight, beta, (int(beam_width), int(beam_depth)))
     if jobs == 1:
         from tqdm.auto import tqdm
 

@@ -57,7 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "network": {"embed_dim": 64, "context": "deepsets", "head": 64},
     "imitation": {"enabled": True, "n_states": 3000, "record_prob": 0.3, "tau": 0.5, "epochs": 40,
                   "lr": 0.001, "batch_size": 256, "ll_weight": 0.01, "dagger_rounds": 0,
-                  "dagger_states": 1000, "dagger_beta": 0.0, "variants": []},
+                  "dagger_states": 1000, "dagger_beta": 0.0, "variants": [], "beam_width": 1, "beam_depth": 1},
     "rl": {"enabled": False, "algo": "MaskablePPO", "init": "imitation", "total_timesteps": 20000,
            "n_envs": 2, "vec_env": "dummy", "workers": 1, "device": "auto", "env_id": "metaal/Pool-v0",
            "env_kwargs": {},
@@ -153,6 +153,10 @@ def load_config(path: "str | os.PathLike | dict[str, Any]") -> dict[str, Any]:
         raise ConfigError(f"budget_range must be [lo, hi] with 1 <= lo <= hi (got {cfg['budget_range']})")
     if int(cfg["k"]) < 2:
         raise ConfigError(f"k must be >= 2 (got {cfg['k']})")
+    for key in ("beam_width", "beam_depth"):
+        v = cfg["imitation"][key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"imitation.{key} must be an integer >= 1 (got {v!r})")
     if cfg["rl"]["algo"] not in ALGOS:
         raise ConfigError(f"rl.algo must be one of {', '.join(ALGOS)} (got {cfg['rl']['algo']!r})")
     if cfg["rl"]["algo"] == "DQN":  # DQN's own defaults, overridden by the config's rl.hyper only
@@ -568,7 +572,7 @@ def train(config: "str | os.PathLike | dict[str, Any]", out: "str | os.PathLike"
         if not resume:
             raise ConfigError(f"{out} holds another training run; use a new --out or --resume")
         # resuming may only extend the RL step budget
-        a, b = copy.deepcopy(old), copy.deepcopy(cfg)
+        a, b = _merge(DEFAULTS, old), _merge(DEFAULTS, cfg)  # keys added to DEFAULTS since: their defaults
         a["rl"].pop("total_timesteps", None)
         b["rl"].pop("total_timesteps", None)
         if a != b:
@@ -588,7 +592,7 @@ def train(config: "str | os.PathLike | dict[str, Any]", out: "str | os.PathLike"
         sampler = TaskSampler(train_specs(cfg), max_rows=int(cfg["max_rows"]), initial=int(cfg["initial"]))
         common = dict(k=int(cfg["k"]), budget_range=tuple(cfg["budget_range"]), record_prob=float(im["record_prob"]),
                       jobs=int(cfg["jobs"]), learner=cfg["learner"], ll_weight=float(im["ll_weight"]),
-                      progress=progress)
+                      beam_width=int(im["beam_width"]), beam_depth=int(im["beam_depth"]), progress=progress)
         parts: list[Demonstrations] = []
         step = 0
         variants = [dict(v or {}) for v in (im.get("variants") or [{}])]

@@ -284,6 +284,61 @@ def test_expert_gains_and_behaviour_cloning(wine):
     assert stats["agreement"] > before
 
 
+def test_beam_expert_is_the_exhaustive_two_step_search_when_wide(wine):
+    """Beam lookahead: depth 1 is the greedy expert; with a beam as wide as the candidate set the
+    depth-2 score of a candidate is the best gain of a pair starting with it (per label), brute
+    forced here; a narrow beam re-scores only its survivors and ranks them above the rest."""
+    from metaal.agents.imitation import collect, lookahead_gains, TaskSampler
+
+    task = _task()
+    state = new_state(task, "svm", budget=10)  # cold refits: the brute force below is exact
+    obs = Observer(k=6).observe(state, np.random.default_rng(0))
+    idx, mask = obs.indices, obs.mask
+    valid = np.flatnonzero(mask)
+    assert len(valid) == 6
+    g1 = lookahead_gains(state, task, idx, mask)
+    assert np.array_equal(lookahead_gains(state, task, idx, mask, beam_width=4, beam_depth=1), g1)
+
+    Xr, yr = task.X_test, task.y_test
+
+    def score(lrn):
+        p = lrn.predict_proba(Xr)
+        return np.mean(np.argmax(p, 1) == yr) + 0.01 * np.mean(np.log(np.clip(p[np.arange(len(yr)), yr], 1e-12, 1)))
+
+    s0 = score(state.learner)
+    lab = state.labeled_idx
+
+    def pair_gain(a, b):
+        rows = np.array(sorted([a, b]))  # the expert fits a set in pool order
+        lrn = state.learner.clone().fit(np.concatenate([state.X_pool[lab], state.X_pool[rows]]),
+                                        np.concatenate([state.labels[lab], task.y_pool[rows]]))
+        return score(lrn) - s0
+
+    pairs = {(int(idx[a]), int(idx[b])): pair_gain(int(idx[a]), int(idx[b]))
+             for a in valid for b in valid if a < b}
+    best = {int(idx[a]): max(v for (x, y), v in pairs.items() if int(idx[a]) in (x, y)) for a in valid}
+    g2 = lookahead_gains(state, task, idx, mask, beam_width=6, beam_depth=2)
+    assert np.allclose(g2[valid], [best[int(idx[a])] / 2 for a in valid], atol=1e-12, rtol=0)
+    assert not np.allclose(g2[valid], g1[valid])  # the second label changes the ranking's numbers
+    # a beam of 2: its two survivors get their pair values, shifted above every other candidate,
+    # whose one-step gains are unchanged; the expert's pick is the first label of the best pair found
+    narrow = lookahead_gains(state, task, idx, mask, beam_width=2, beam_depth=2)
+    top2 = valid[np.argsort(-g1[valid], kind="stable")[:2]]
+    rest = np.setdiff1d(valid, top2)
+    assert np.array_equal(narrow[rest], g1[rest])
+    assert narrow[top2].min() > narrow[rest].max()
+    firsts = {int(idx[a]): best[int(idx[a])] for a in top2}
+    assert firsts[int(idx[np.argmax(narrow)])] == max(firsts.values())
+    assert narrow[top2[0]] - narrow[top2[1]] == pytest.approx((firsts[int(idx[top2[0]])] - firsts[int(idx[top2[1]])]) / 2,
+                                                             abs=1e-12)
+    with pytest.raises(ValueError, match="beam_width"):
+        lookahead_gains(state, task, idx, mask, beam_width=0, beam_depth=2)
+    # end to end on a real dataset: episodes with the beam expert
+    demos = collect(TaskSampler(["sklearn:breast_cancer"], initial=6), 8, k=6, budget_range=(6, 8),
+                    record_prob=0.5, seed=0, beam_width=2, beam_depth=2)
+    assert len(demos) > 0 and np.all(np.isfinite(demos.gains[demos.mask]))
+
+
 def test_config_refuses_meta_test():
     from metaal.agents.train import load_config
 
@@ -291,6 +346,8 @@ def test_config_refuses_meta_test():
         load_config({"datasets": {"train": ["wine", "adult_a1a"]}})
     with pytest.raises(ConfigError, match="unknown config keys"):
         load_config({"epochs": 3})
+    with pytest.raises(ConfigError, match="imitation.beam_depth"):
+        load_config({"imitation": {"beam_depth": 0}})
 
 
 @pytest.mark.parametrize("name", ["default", "batched", "dqn", "gpu"])
@@ -323,6 +380,12 @@ def test_tiny_training_run_writes_policy_tb_and_resumes(tmp_path):
     assert list((out / "tb").rglob("events.out.tfevents*"))
     assert (out / "checkpoints" / "rl_model_64_steps.zip").is_file()
     assert (out / "config.yaml").is_file() and s1["stage"] == "rl_64"
+    # a run folder written before imitation.beam_* existed still resumes (missing keys: defaults)
+    import yaml
+
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    del saved["imitation"]["beam_width"], saved["imitation"]["beam_depth"]
+    (out / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     # "interrupted" run resumed with a longer budget: continues from step 64, not from 0
     cfg2 = _cfg(imitation={"enabled": False}, rl={**rl, "total_timesteps": 96}, budget_range=[4, 8],
                 eval={"every_steps": 64}, checkpoint_every=32)
