@@ -350,7 +350,7 @@ def test_config_refuses_meta_test():
         load_config({"imitation": {"beam_depth": 0}})
 
 
-@pytest.mark.parametrize("name", ["default", "batched", "dqn", "gpu"])
+@pytest.mark.parametrize("name", ["default", "batched", "dqn", "gpu", "beam"])
 def test_committed_training_configs_load(name):
     """Every committed training config passes load_config's checks (a typo'd key, an unknown
     algorithm or a meta-test dataset in it would be a ConfigError here, not after a long run)."""
