@@ -163,14 +163,15 @@ class ShardedVecEnv(VecEnv):
         unwrap: Callable[[Any], list[Any]] | None = None,
     ) -> list[Any]:
         """Send ``(cmd, make(local indices))`` to every shard concerned and put the answers (one
-        per local index, after ``unwrap`` when given) back in the order of ``indices``."""
+        per local index, after ``unwrap`` when given) back in the order of ``indices``. Every
+        answer is read before ``unwrap`` may raise, so no pipe is left holding a stale one."""
         parts = self._split(indices)
         for w, loc, _ in parts:
             self.remotes[w].send((cmd, make(loc)))
+        answers = [self._recv(w) for w, _, _ in parts]
         n = sum(len(where) for _, _, where in parts)
         result: list[Any] = [None] * n
-        for w, _, where in parts:
-            answer = self._recv(w)
+        for (_, _, where), answer in zip(parts, answers):
             for pos, value in zip(where, answer if unwrap is None else unwrap(answer)):
                 result[pos] = value
         return result

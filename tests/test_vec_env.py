@@ -277,7 +277,10 @@ def test_sharded_env_equals_its_shards_stepped_alone():
         assert len(env.env_method("action_masks")) == 5
         with pytest.raises(AttributeError, match="no attribute"):
             env.get_attr("no_such_attribute")
+        # the error left no unread answer in a shard's pipe: the next requests get their own answers
+        assert [d.name for d in env.get_attr("dataset", [4, 0])] == [alone[1].dataset.name, alone[0].dataset.name]
         assert env.has_attr("dataset") and not env.has_attr("no_such_attribute")
+        assert env.has_attr("dataset")
     finally:
         env.close()
 
