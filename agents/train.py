@@ -404,7 +404,7 @@ def make_vec_env(cfg: dict[str, Any]) -> Any:
     ``rl.vec_env``: ``dummy`` / ``subproc`` hold ``n_envs`` copies of ``rl.env_id`` (one
     scikit-learn learner each; ``subproc``: one process each); ``batched`` steps all ``n_envs``
     episodes on one batched torch logistic regression
-    (:func:`metaal.envs.vec_shard.make_batched_vec_env`: ``rl.workers`` processes, ``rl.device``
+    (:func:`metaal.agents.vec_shard.make_batched_vec_env`: ``rl.workers`` processes, ``rl.device``
     ``auto`` = the GPU when present), same observations and rewards as ``metaal/Pool-v0``, for
     ``learner: logreg`` only. ``rl.env_kwargs`` go to every environment. ``cfg`` comes from
     :func:`load_config`, which checks these settings.
@@ -429,7 +429,7 @@ def make_vec_env(cfg: dict[str, Any]) -> Any:
     seed = int(cfg["seed"])
     n_envs = int(rl["n_envs"])
     if kind == "batched":
-        from metaal.envs.vec_shard import make_batched_vec_env
+        from metaal.agents.vec_shard import make_batched_vec_env
 
         kwargs.pop("learner", None)
         venv = make_batched_vec_env(n_envs, workers=int(rl.get("workers", 1)), seed=seed * 1000,

@@ -15,8 +15,10 @@ In a subprocess (``SubprocVecEnv``) use the id ``"metaal.envs:metaal/Pool-v0"`` 
 imports this package (and registers the ids) first.
 
 ``gymnasium.make("metaal/Pool-v0", datasets=[...], budget=50)``; see ``docs/environments.md``.
-``metaal.envs.BatchedPoolVecEnv`` (N Pool-v0 episodes on one batched torch learner, an SB3 VecEnv)
-is imported lazily, on first access, so that importing this package does not import SB3 or torch.
+:class:`metaal.envs.vec_pool.BatchedPoolEnv` steps N Pool-v0 episodes on one batched torch learner
+(torch is imported when it is first built, not by this package); its SB3
+``VecEnv`` face and the process sharding live in the agents layer (:mod:`metaal.agents.vec_env`,
+:mod:`metaal.agents.vec_shard`): this package imports no agent library.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from metaal.envs.batch import PoolBatchEnv
 from metaal.envs.heuristic import HeuristicEnv
 from metaal.envs.stream import StreamEnv, ThresholdStreamPolicy
 from metaal.envs.policies import HeuristicPolicy, PolicyCurve, evaluate_policy
+from metaal.envs.vec_pool import BatchedPoolEnv
 
 #: The registered environment ids (versioned).
 ENV_IDS: tuple[str, ...] = ("metaal/Pool-v0", "metaal/PoolBatch-v0", "metaal/Stream-v0", "metaal/Heuristic-v0")
@@ -48,25 +51,8 @@ def _register() -> None:
 
 _register()
 
-_LAZY = {
-    "BatchedPoolVecEnv": "metaal.envs.vec_pool",
-    "BatchedObserver": "metaal.envs.vec_pool",
-    "ShardedVecEnv": "metaal.envs.vec_shard",
-    "make_batched_vec_env": "metaal.envs.vec_shard",
-}
-
-
-def __getattr__(name: str):  # PEP 562: the batched vector env needs SB3 and torch, imported on use only
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
-    "BatchedObserver",
-    "BatchedPoolVecEnv",
+    "BatchedPoolEnv",
     "DEFAULT_DATASETS",
     "DatasetCollection",
     "ENV_IDS",

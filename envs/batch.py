@@ -66,4 +66,4 @@ class PoolBatchEnv(PoolEnv):
         info = self._info(-1, -1, invalid)
         info["pool_index"] = idx.astype(np.int64)
         info["margin_index"] = margin_idx
-        return self._obs_dict(new), reward, terminated, False, info
+        return new.as_dict(), reward, terminated, False, info

@@ -21,11 +21,11 @@ import numpy as np
 from gymnasium import spaces
 
 from metaal.errors import ConfigError
-from metaal.observe import N_GLOBAL_FEATURES, Observer
+from metaal.observe import GLOBAL_HIGH, N_GLOBAL_FEATURES, Observer
 from metaal.strategies import get, names
 from metaal.strategies.uncertainty import margin_score
 
-from metaal.envs.pool import _GLOB_HIGH, PoolEnvBase
+from metaal.envs.pool import PoolEnvBase
 
 #: Default arms: cheap heuristics from distinct families.
 DEFAULT_HEURISTICS: tuple[str, ...] = ("random", "margin", "entropy", "density", "coreset", "qbc_vote")
@@ -56,7 +56,7 @@ class HeuristicEnv(PoolEnvBase):
         self.heuristics = hs
         self._strategies = [get(h) for h in hs]
         H = len(hs)
-        high = np.concatenate([_GLOB_HIGH, np.ones(H, dtype=np.float32)])
+        high = np.concatenate([GLOBAL_HIGH, np.ones(H, dtype=np.float32)])
         self.observation_space = spaces.Box(low=0.0, high=high, shape=(N_GLOBAL_FEATURES + H,), dtype=np.float32)
         self.action_space = spaces.Discrete(H)
         self._rngs: list[np.random.Generator] = []
@@ -64,9 +64,7 @@ class HeuristicEnv(PoolEnvBase):
 
     def _obs(self) -> np.ndarray:
         assert self.state is not None
-        unl = self.state.unlabeled_idx
-        marg = -margin_score(self.state.proba[unl]) if len(unl) else np.zeros(0)
-        g = np.clip(Observer.global_features(self.state, marg), 0.0, _GLOB_HIGH)
+        g = np.clip(Observer.global_features(self.state), 0.0, GLOBAL_HIGH)
         onehot = np.zeros(len(self.heuristics), dtype=np.float32)
         if self._last >= 0:
             onehot[self._last] = 1.0

@@ -22,22 +22,28 @@ from gymnasium import spaces
 from metaal.errors import ConfigError, DataError
 from metaal.learners import Learner, make_learner
 from metaal.loop.simulate import evaluate, new_state
-from metaal.observe import N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES, Observation, Observer
+from metaal.observe import CANDIDATE_HIGH, GLOBAL_HIGH, N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES, Observation, Observer
 from metaal.state import ALState, Task
 
 from metaal.envs.collection import DatasetCollection, RenderModeError, carve_reward_split, sample_task
 from metaal.envs._threads import blas_limit
 from metaal.envs.rewards import RewardSplit, check_mode, headroom, step_reward
 
-# upper bounds of the candidate / global features (metaal.observe docstring tables)
-_CAND_HIGH = np.ones(N_CANDIDATE_FEATURES, dtype=np.float32)
-_CAND_HIGH[5] = 4.0  # dist_labeled, clipped at 4
-_GLOB_HIGH = np.ones(N_GLOBAL_FEATURES, dtype=np.float32)
-_GLOB_HIGH[1] = 10.0  # log_labels: > 1 beyond 1000 labels (10 = 1e30 labels)
-_GLOB_HIGH[2] = 10.0  # log_classes: > 1 beyond 100 classes
+def pool_spaces(k: int) -> tuple[spaces.Dict, spaces.Discrete]:
+    """The observation and action spaces of ``metaal/Pool-v0`` with ``K = k`` candidates."""
+    obs = spaces.Dict(
+        {
+            "candidates": spaces.Box(
+                low=0.0, high=np.tile(CANDIDATE_HIGH, (k, 1)), shape=(k, N_CANDIDATE_FEATURES), dtype=np.float32
+            ),
+            "global": spaces.Box(low=0.0, high=GLOBAL_HIGH, shape=(N_GLOBAL_FEATURES,), dtype=np.float32),
+            "action_mask": spaces.MultiBinary(k),
+        }
+    )
+    return obs, spaces.Discrete(k)
 
 
-def _budget_spec(budget: "int | Sequence[int]") -> tuple[int, int]:
+def budget_spec(budget: "int | Sequence[int]") -> tuple[int, int]:
     if isinstance(budget, (int, np.integer)):
         lo = hi = int(budget)
     else:
@@ -98,7 +104,7 @@ class PoolEnvBase(gym.Env):
     ) -> None:
         super().__init__()
         self.collection = datasets if isinstance(datasets, DatasetCollection) else DatasetCollection(datasets)
-        self.budget_range = _budget_spec(budget)
+        self.budget_range = budget_spec(budget)
         if initial < 2:
             raise ConfigError(f"initial must be >= 2 (got {initial})")
         if not 0 <= reward_frac < 1:
@@ -182,7 +188,7 @@ class PoolEnvBase(gym.Env):
                 ds, rng, self.initial, self.max_pool, self.reward_frac, self.reward_cap
             )
         if options.get("budget") is not None:
-            lo, hi = _budget_spec(options["budget"])
+            lo, hi = budget_spec(options["budget"])
         else:
             lo, hi = self.budget_range
         budget = lo if lo == hi else int(rng.integers(lo, hi + 1))
@@ -221,12 +227,6 @@ class PoolEnvBase(gym.Env):
         assert self.state is not None
         self.last_observation = self.observer.observe(self.state, self.np_random)
         return self.last_observation
-
-    def _obs_dict(self, ob: Observation) -> dict[str, np.ndarray]:
-        d = ob.as_dict()
-        d["candidates"] = np.clip(d["candidates"], 0.0, _CAND_HIGH)
-        d["global"] = np.clip(d["global"], 0.0, _GLOB_HIGH)
-        return d
 
     def _info(self, pool_index: int = -1, margin_index: int = -1, invalid: bool = False) -> dict[str, Any]:
         assert self.state is not None and self.task is not None
@@ -292,21 +292,11 @@ class PoolEnv(PoolEnvBase):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        K = self.k
-        self.observation_space = spaces.Dict(
-            {
-                "candidates": spaces.Box(
-                    low=0.0, high=np.tile(_CAND_HIGH, (K, 1)), shape=(K, N_CANDIDATE_FEATURES), dtype=np.float32
-                ),
-                "global": spaces.Box(low=0.0, high=_GLOB_HIGH, shape=(N_GLOBAL_FEATURES,), dtype=np.float32),
-                "action_mask": spaces.MultiBinary(K),
-            }
-        )
-        self.action_space = spaces.Discrete(K)
+        self.observation_space, self.action_space = pool_spaces(self.k)
 
     def _first_observation(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         ob = self._observe()
-        return self._obs_dict(ob), self._info()
+        return ob.as_dict(), self._info()
 
     def _step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         ob = self.last_observation
@@ -323,4 +313,4 @@ class PoolEnv(PoolEnvBase):
         reward, terminated = self._label(pool_idx, margin_idx)
         new = self._observe()
         info = self._info(int(pool_idx[0]), int(margin_idx[0]), invalid)
-        return self._obs_dict(new), reward, terminated, False, info
+        return new.as_dict(), reward, terminated, False, info

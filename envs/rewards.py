@@ -85,7 +85,42 @@ def headroom(
     lrn = learner.clone()
     lrn.fit(X_pool, y_pool)
     full = split.accuracy(lrn)
-    return max(full - initial_accuracy, HEADROOM_FLOOR), full
+    return float(headroom_of(full, initial_accuracy)), full
+
+
+def headroom_of(full_accuracy: "float | np.ndarray", initial_accuracy: "float | np.ndarray") -> np.ndarray:
+    """``max(full - initial, HEADROOM_FLOOR)`` elementwise: the normaliser of ``margin_gain``."""
+    return np.maximum(np.asarray(full_accuracy) - np.asarray(initial_accuracy), HEADROOM_FLOOR)
+
+
+def rewards_of(
+    mode: str,
+    accuracy: np.ndarray,
+    prev_accuracy: np.ndarray,
+    margin_accuracy: np.ndarray,
+    headroom_value: np.ndarray,
+    target_accuracy: np.ndarray,
+    n_labels: "int | np.ndarray" = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rewards of ``N`` steps from reward-split accuracies (all arrays ``(N,)``): the one reward
+    formula of every pool environment.
+
+    :param accuracy: after the step; ``prev_accuracy``: before it.
+    :param margin_accuracy: after labeling margin's picks instead (``margin_gain``; equal to
+        ``accuracy`` where the agent took margin's picks).
+    :param headroom_value: ``margin_gain``'s normaliser; ``target_accuracy``: ``label_cost``'s.
+    :param n_labels: labels bought by the step (``label_cost``).
+    :returns: ``(rewards, reached_target)``, each ``(N,)``.
+    """
+    acc = np.asarray(accuracy, dtype=np.float64)
+    reached = np.zeros(acc.shape, dtype=bool)
+    if mode == "acc_gain":
+        return acc - prev_accuracy, reached
+    if mode == "label_cost":
+        return -1.0 * np.broadcast_to(n_labels, acc.shape).astype(np.float64), acc >= target_accuracy
+    if mode == "margin_gain":
+        return (acc - margin_accuracy) / headroom_value, reached
+    raise ConfigError(f"unknown reward mode {mode!r} (known: {', '.join(REWARD_MODES)})")
 
 
 @dataclass
@@ -123,14 +158,12 @@ def step_reward(
     if split.n == 0:
         return StepReward(0.0, float("nan"))
     acc = split.accuracy(state.learner)
-    if mode == "acc_gain":
-        return StepReward(acc - prev_accuracy, acc)
-    if mode == "label_cost":
-        target = 1.0 if target_accuracy is None else target_accuracy
-        return StepReward(-1.0 * len(action_idx), acc, bool(acc >= target))
-    if mode == "margin_gain":
-        if set(action_idx.tolist()) == set(margin_idx.tolist()):
-            return StepReward(0.0, acc)
+    acc_m = acc
+    if mode == "margin_gain" and set(action_idx.tolist()) != set(margin_idx.tolist()):
         acc_m = counterfactual_accuracy(state, split, action_idx, margin_idx, margin_labels)
-        return StepReward((acc - acc_m) / headroom_value, acc)
-    raise ConfigError(f"unknown reward mode {mode!r} (known: {', '.join(REWARD_MODES)})")
+    target = 1.0 if target_accuracy is None else target_accuracy
+    r, reached = rewards_of(
+        check_mode(mode), np.array([acc]), np.array([prev_accuracy]), np.array([acc_m]),
+        np.array([headroom_value]), np.array([target]), len(action_idx),
+    )
+    return StepReward(float(r[0]), acc, bool(reached[0]))

@@ -29,8 +29,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from metaal import scores
 from metaal.errors import ConfigError, DataError
 from metaal.learners import make_learner
+from metaal.observe import DIST_CLIP
 from metaal.state import ALState, standardize
 
 from metaal.envs._threads import blas_limit
@@ -139,15 +141,15 @@ class StreamEnv(gym.Env):
         C = self.n_classes
         proba = np.zeros(self.max_classes, dtype=np.float32)
         proba[:C] = p
-        ps = np.sort(p)
-        ent = float(-(np.clip(p, 1e-12, 1) * np.log(np.clip(p, 1e-12, 1))).sum() / np.log(C))
+        top, second = scores.top_two(p)
+        ent = float(scores.entropy(p, normalized=True))
         if st.n_labeled:
-            dist = float(min(st.min_dist_labeled()[t] / st.distance_scale(), 4.0))
+            dist = float(min(st.min_dist_labeled()[t] / st.distance_scale(), DIST_CLIP))
         else:
             dist = 4.0
         f = np.array(
             [
-                ps[-1], ps[-1] - ps[-2], ent, dist,
+                top, top - second, ent, dist,
                 np.log1p(self.n_requests) / np.log(1001.0),
                 self.n_requests / max(self.t, 1),
                 self.t / len(self.y),

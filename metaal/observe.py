@@ -47,17 +47,26 @@ Global features (``GLOBAL_FEATURES``, shape ``(G,)``):
 9      frac_labeled           labels / pool size                                            [0, 1]
 =====  =====================  ==========================================================  ========
 
-Distances to the labeled set are updated incrementally by :class:`ALState` per new label; the
-local density is computed once per pool against a fixed reference sample. Observations are a pure
-function of the state and the generator handed in, so the same seed gives the same observation.
+One implementation serves every caller: :func:`observe_batch` computes the observations of ``N``
+episodes from arrays (``N = 1`` for :meth:`Observer.observe`, the single environments, a learned
+policy in simulation and in the labeling session; ``N`` for the batched vector environment), so a
+policy sees at deployment exactly the features it was trained on. Probability scores come from
+:mod:`metaal.scores` and distances, density and the distance scale from :mod:`metaal.geometry`
+(for pools beyond :data:`metaal.geometry.EXACT_DENSITY_MAX` items the density candidates are the
+density-weighted top picks among the :data:`DENSITY_SHORTLIST` most uncertain items, so that an
+observation costs about what margin sampling costs). Observations are a pure function of the
+arrays and the generators handed in: the same seed gives the same observation.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
-from metaal.state import ALState, pairwise_dist
+from metaal import scores
+from metaal.geometry import PoolGeometry
+from metaal.state import ALState
 
 #: Changes whenever the meaning, order or number of features changes; saved policies record it.
 OBS_VERSION = "obs-v1"
@@ -73,9 +82,19 @@ GLOBAL_FEATURES = (
 N_CANDIDATE_FEATURES = len(CANDIDATE_FEATURES)
 N_GLOBAL_FEATURES = len(GLOBAL_FEATURES)
 
-_DENSITY_NEIGHBOURS = 10
-_DENSITY_REFERENCE = 1000
-_DIST_CLIP = 4.0
+DIST_CLIP = 4.0
+#: upper bounds of the candidate / global features (the tables above); observations are clipped
+#: to ``[0, high]`` wherever a policy sees them
+CANDIDATE_HIGH = np.ones(N_CANDIDATE_FEATURES, dtype=np.float32)
+CANDIDATE_HIGH[CANDIDATE_FEATURES.index("dist_labeled")] = DIST_CLIP
+GLOBAL_HIGH = np.ones(N_GLOBAL_FEATURES, dtype=np.float32)
+GLOBAL_HIGH[GLOBAL_FEATURES.index("log_labels")] = 10.0  # > 1 beyond 1000 labels (10 = 1e30 labels)
+GLOBAL_HIGH[GLOBAL_FEATURES.index("log_classes")] = 10.0  # > 1 beyond 100 classes
+#: large pools: the density candidates are taken among this many most uncertain items
+DENSITY_SHORTLIST = 2048
+#: pools with more unlabeled items than this rank margins by counting instead of sorting
+RANK_BY_COUNT = 20_000
+_QUANTILES = (0.1, 0.5, 0.9)
 
 
 @dataclass
@@ -94,37 +113,67 @@ class Observation:
     indices: np.ndarray
 
     def as_dict(self) -> dict[str, np.ndarray]:
-        """The Gymnasium ``Dict`` observation: ``candidates``, ``global``, ``action_mask``."""
+        """The Gymnasium ``Dict`` observation (``candidates``, ``global``, ``action_mask``),
+        clipped to the observation space's bounds."""
         return {
-            "candidates": self.candidates,
-            "global": self.global_,
+            "candidates": np.clip(self.candidates, 0.0, CANDIDATE_HIGH),
+            "global": np.clip(self.global_, 0.0, GLOBAL_HIGH),
+            "action_mask": self.mask.astype(np.int8),
+        }
+
+
+@dataclass
+class BatchObservation:
+    """The observations of ``N`` episodes: ``candidates`` ``(N, K, F)``, ``global_`` ``(N, G)``,
+    ``mask`` ``(N, K)``, ``indices`` ``(N, K)`` (as :class:`Observation`), and ``pred``
+    ``(N, n)``, the predicted class of every pool item (kept for the next step's flip rate)."""
+
+    candidates: np.ndarray
+    global_: np.ndarray
+    mask: np.ndarray
+    indices: np.ndarray
+    pred: np.ndarray
+
+    def __getitem__(self, i: int) -> Observation:
+        return Observation(self.candidates[i], self.global_[i], self.mask[i], self.indices[i])
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        """The stacked Gymnasium observations, clipped like :meth:`Observation.as_dict`."""
+        return {
+            "candidates": np.clip(self.candidates, 0.0, CANDIDATE_HIGH),
+            "global": np.clip(self.global_, 0.0, GLOBAL_HIGH),
             "action_mask": self.mask.astype(np.int8),
         }
 
 
 def margins(proba: np.ndarray) -> np.ndarray:
-    """``p_1 - p_2`` per row of ``proba`` ``(n, C)``; shape ``(n,)``."""
-    part = np.partition(proba, -2, axis=1)
-    return part[:, -1] - part[:, -2]
+    """``p_1 - p_2`` per row (:func:`metaal.scores.margin`)."""
+    return scores.margin(proba)
 
 
 def pool_density(state: ALState) -> np.ndarray:
-    """Local density of every pool item, shape ``(n_pool,)``, cached in ``state.cache``."""
-    d = state.cache.get("density")
-    if d is None:
-        n = state.n_pool
-        rng = np.random.default_rng(n + 1)
-        ref = state.X_pool[rng.choice(n, size=min(n, _DENSITY_REFERENCE), replace=False)]
-        nn = min(_DENSITY_NEIGHBOURS + 1, len(ref))
-        out = np.empty(n)
-        for s in range(0, n, 2048):  # bounded memory
-            dist = pairwise_dist(state.X_pool[s : s + 2048], ref)
-            near = np.partition(dist, nn - 1, axis=1)[:, :nn]
-            # drop the zero distance to itself when the item is in the reference sample
-            out[s : s + 2048] = np.sort(near, axis=1)[:, 1:].mean(axis=1) if nn > 1 else near[:, 0]
-        d = 1.0 / (1.0 + out / state.distance_scale())
-        state.cache["density"] = d
-    return d
+    """Observation density of every pool item of ``state``, ``(n_pool,)``
+    (:meth:`metaal.geometry.PoolGeometry.density`)."""
+    return state.geometry.density()
+
+
+def sorted_quantiles(a: np.ndarray, qs: Sequence[float]) -> np.ndarray:
+    """``np.quantile(a, qs, axis=1).T`` (method "linear") of rows ``a`` ``(N, m)`` that are already
+    sorted, ``(N, len(qs))``: numpy's virtual index and interpolation formulas, without its
+    partition (the same numbers)."""
+    m = a.shape[1]
+    out = np.empty((a.shape[0], len(qs)))
+    for j, q in enumerate(qs):
+        virt = (m - 1) * np.float64(q)
+        lo = hi = m - 1
+        if virt < m - 1:
+            lo = int(np.floor(virt))
+            hi = lo + 1
+        g = virt - np.floor(virt)
+        x0, x1 = a[:, lo], a[:, hi]
+        diff = x1 - x0
+        out[:, j] = (x1 - diff * (1 - g)) if g >= 0.5 else (x0 + diff * g)  # numpy's _lerp
+    return out
 
 
 def take_candidates(chosen: dict[int, np.ndarray], order: np.ndarray, n: int, flag: int, k: int) -> None:
@@ -142,7 +191,7 @@ def take_candidates(chosen: dict[int, np.ndarray], order: np.ndarray, n: int, fl
 
 
 class Observer:
-    """Builds :class:`Observation` objects from an :class:`ALState`.
+    """Builds observations of active-learning states (:func:`observe_batch` over ``N`` episodes).
 
     :param k: number of candidates ``K`` offered per step.
     :param n_margin: candidates taken from margin's top picks (margin's best is always first).
@@ -169,91 +218,310 @@ class Observer:
     def n_global_features(self) -> int:
         return N_GLOBAL_FEATURES
 
-    def propose(self, state: ALState, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Candidate pool positions ``(m,)`` with m <= K and their source flags ``(m, 4)``."""
-        unl = state.unlabeled_idx
-        if len(unl) == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, 4), dtype=np.float32)
-        proba = state.proba[unl]
-        marg = margins(proba)
-        order_margin = np.argsort(marg, kind="stable")
-        dens = pool_density(state)[unl]
-        order_density = np.argsort(-((1.0 - marg) * dens), kind="stable")
-        order_kcenter = np.argsort(-state.min_dist_labeled()[unl], kind="stable")
-        chosen: dict[int, np.ndarray] = {}
-        take_candidates(chosen, order_margin, self.n_margin, 0, self.k)
-        take_candidates(chosen, order_density, self.n_density, 1, self.k)
-        take_candidates(chosen, order_kcenter, self.n_kcenter, 2, self.k)
-        rest = np.setdiff1d(np.arange(len(unl)), np.fromiter(chosen, dtype=np.int64), assume_unique=True)
-        n_rand = min(self.k - len(chosen), len(rest))
-        if n_rand > 0:
-            for j in rng.choice(rest, size=n_rand, replace=False):
-                chosen[int(j)] = np.array([0, 0, 0, 1], dtype=np.float32)
-        local = np.fromiter(chosen, dtype=np.int64)
-        flags = np.stack([chosen[int(j)] for j in local])
-        return unl[local], flags
-
     def observe(self, state: ALState, rng: np.random.Generator) -> Observation:
-        """The observation of ``state``; random candidates are drawn from ``rng``."""
-        idx, flags = self.propose(state, rng)
-        K, m = self.k, len(idx)
-        C = state.n_classes
-        cand = np.zeros((K, N_CANDIDATE_FEATURES), dtype=np.float32)
-        mask = np.zeros(K, dtype=bool)
-        indices = np.full(K, -1, dtype=np.int64)
-        unl = state.unlabeled_idx
-        marg_unl = margins(state.proba[unl]) if len(unl) else np.zeros(0)
-        if m:
-            p = state.proba[idx]
-            p_sorted = np.sort(p, axis=1)
-            top = p_sorted[:, -1]
-            marg = top - p_sorted[:, -2]
-            ent = -(np.clip(p, 1e-12, 1) * np.log(np.clip(p, 1e-12, 1))).sum(1) / np.log(C)
-            if state.prev_proba is not None:
-                dis = 0.5 * np.abs(p - state.prev_proba[idx]).sum(1)
-            else:
-                dis = np.zeros(m)
-            rank = np.searchsorted(np.sort(marg_unl), marg, side="left") / max(len(unl), 1)
-            scale = state.distance_scale()
-            dist = np.minimum(state.min_dist_labeled()[idx] / scale, _DIST_CLIP)
-            dist[~np.isfinite(dist)] = _DIST_CLIP
-            dens = pool_density(state)[idx]
-            counts = np.bincount(state.y_labeled, minlength=C).astype(float)
-            share = counts[np.argmax(p, axis=1)] / max(counts.sum(), 1.0)
-            cand[:m, :8] = np.stack([top, marg, ent, dis, rank, dist, dens, share], axis=1)
-            cand[:m, 8:] = flags
-            mask[:m] = True
-            indices[:m] = idx
-        glob = self.global_features(state, marg_unl)
-        return Observation(cand, glob, mask, indices)
+        """The observation of one state; random candidates are drawn from ``rng``."""
+        return self.observe_states([state], [rng])[0]
+
+    def observe_states(self, states: Sequence[ALState], rngs: Sequence[np.random.Generator]) -> BatchObservation:
+        """The observations of states over pools of the same size and class count."""
+        P = np.stack([s.proba for s in states])
+        has_prev = np.array([s.prev_proba is not None for s in states])
+        P_prev = None
+        if has_prev.any():
+            P_prev = np.stack([s.prev_proba if s.prev_proba is not None else s.proba for s in states])
+        return observe_batch(
+            self,
+            labeled=np.stack([s.labeled_mask for s in states]),
+            P=P,
+            P_prev=P_prev,
+            has_prev=has_prev,
+            min_dist=np.stack([s.min_dist_labeled() for s in states]),
+            geometries=[s.geometry for s in states],
+            labels=[s.y_labeled for s in states],
+            n_queried=np.array([s.n_queried for s in states]),
+            budgets=np.array([s.budget or 0 for s in states]),
+            rngs=rngs,
+        )
 
     @staticmethod
-    def global_features(state: ALState, marg_unl: np.ndarray) -> np.ndarray:
-        C = state.n_classes
-        counts = np.bincount(state.y_labeled, minlength=C).astype(float)
+    def global_features(state: ALState) -> np.ndarray:
+        """The global features ``(G,)`` of one state (no candidates drawn)."""
+        unl = state.unlabeled_idx
+        marg_unl = np.sort(margins(state.proba[unl]))[None, :]
+        prev = None if state.prev_pred is None else state.prev_pred[None, :]
+        return global_batch(
+            state.proba[None], state.pred[None], prev, marg_unl, np.array([len(unl)]),
+            [state.y_labeled], np.array([state.n_queried]), np.array([state.budget or 0]),
+        )[0]
+
+
+def global_batch(
+    P: np.ndarray,
+    pred: np.ndarray,
+    prev_pred: np.ndarray | None,
+    marg_unl_sorted: np.ndarray,
+    n_unl: np.ndarray,
+    labels: Sequence[np.ndarray],
+    n_queried: np.ndarray,
+    budgets: np.ndarray,
+    top: np.ndarray | None = None,
+) -> np.ndarray:
+    """Global features ``(N, G)`` float32 of ``N`` episodes (the table above).
+
+    :param P: pool probabilities ``(N, n, C)``; ``pred``: their argmax ``(N, n)``;
+        ``prev_pred``: the argmax before the last refit ``(N, n)``, or None (no refit yet; rows
+        equal to ``pred`` for episodes without one).
+    :param marg_unl_sorted: every episode's unlabeled margins sorted ascending (or partitioned at
+        the quantiles' order statistics), padded with ``inf`` to ``(N, m)``; ``n_unl`` ``(N,)``
+        how many are real.
+    :param labels: each episode's labels so far; ``n_queried`` / ``budgets`` ``(N,)`` (budget 0:
+        none); ``top``: the top probability of every pool item ``(N, n)`` when at hand.
+    """
+    N, n, C = P.shape
+    if top is None:
+        top = P.max(axis=2)
+    G = np.zeros((N, N_GLOBAL_FEATURES))
+    if len(n_unl) and (n_unl == n_unl[0]).all() and n_unl[0] > 0:
+        qs = sorted_quantiles(marg_unl_sorted[:, : n_unl[0]], _QUANTILES)
+    else:
+        qs = np.stack([
+            np.quantile(marg_unl_sorted[i, : n_unl[i]], _QUANTILES) if n_unl[i] else np.zeros(3) for i in range(N)
+        ])
+    for i in range(N):
+        counts = np.bincount(labels[i], minlength=C).astype(float)
         tot = counts.sum()
+        lab_ent = 0.0
         if tot > 0:
             q = counts[counts > 0] / tot
             lab_ent = float(-(q * np.log(q)).sum() / np.log(C))
-        else:
-            lab_ent = 0.0
-        budget_used = 0.0
-        if state.budget:
-            budget_used = min(state.n_queried / state.budget, 1.0)
-        qs = np.quantile(marg_unl, [0.1, 0.5, 0.9]) if len(marg_unl) else np.zeros(3)
-        flip = 0.0
-        if state.prev_pred is not None:
-            flip = float(np.mean(state.prev_pred != state.pred))
-        g = [
-            budget_used,
-            np.log1p(state.n_labeled) / np.log(1001.0),
+        n_lab = len(labels[i])
+        G[i] = [
+            min(n_queried[i] / budgets[i], 1.0) if budgets[i] else 0.0,
+            np.log1p(n_lab) / np.log(1001.0),
             np.log(C) / np.log(100.0),
             lab_ent,
-            float(state.proba.max(axis=1).mean()),
-            qs[0],
-            qs[1],
-            qs[2],
-            flip,
-            state.n_labeled / state.n_pool,
+            float(top[i].mean()),
+            qs[i, 0],
+            qs[i, 1],
+            qs[i, 2],
+            float(np.mean(prev_pred[i] != pred[i])) if prev_pred is not None else 0.0,
+            n_lab / n,
         ]
-        return np.asarray(g, dtype=np.float32)
+    return G.astype(np.float32)
+
+
+def observe_batch(
+    observer: Observer,
+    labeled: np.ndarray,
+    P: np.ndarray,
+    P_prev: np.ndarray | None,
+    has_prev: np.ndarray,
+    min_dist: np.ndarray,
+    geometries: Sequence[PoolGeometry],
+    labels: Sequence[np.ndarray],
+    n_queried: np.ndarray,
+    budgets: np.ndarray,
+    rngs: Sequence[np.random.Generator],
+    prev_pred: np.ndarray | None = None,
+    dens: np.ndarray | None = None,
+) -> BatchObservation:
+    """The observations of ``N`` episodes over pools of ``n`` items and ``C`` classes.
+
+    :param observer: the candidate mix (``K`` and the heuristics' shares).
+    :param labeled: labeled mask ``(N, n)``.
+    :param P: pool probabilities ``(N, n, C)``; ``P_prev``: the probabilities before the last
+        refit ``(N, n, C)`` or None; ``has_prev`` ``(N,)``: which episodes have them.
+    :param min_dist: distance of every pool item to the nearest labeled one ``(N, n)``.
+    :param geometries: each episode's :class:`~metaal.geometry.PoolGeometry`.
+    :param labels: each episode's labels so far.
+    :param n_queried: labels queried after the initial set ``(N,)``; ``budgets`` ``(N,)`` (0: none).
+    :param rngs: each episode's generator (the random candidates).
+    :param prev_pred: the argmax of ``P_prev`` ``(N, n)`` when at hand.
+    :param dens: every pool item's density ``(N, n)`` when at hand (pools of exact geometry).
+    """
+    ob = observer
+    N, n, C = P.shape
+    K = ob.k
+    unlabeled = ~labeled
+    n_unl = unlabeled.sum(1)
+    top_all, second = scores.top_two(P)
+    marg = top_all - second
+    pred_all = scores.predicted_class(P)
+    scale = np.array([g.scale for g in geometries])
+    if dens is None:
+        dens = np.full((N, n), np.nan)
+        for i, g in enumerate(geometries):
+            if g.exact:
+                dens[i] = g.density()
+            elif n_unl[i]:  # large pool: the density of the most uncertain items only
+                unl = np.flatnonzero(unlabeled[i])
+                m = min(DENSITY_SHORTLIST, len(unl))
+                short = unl[np.argpartition(marg[i, unl], m - 1)[:m]]
+                dens[i, short] = g.density(short)
+    dkey = -((1.0 - marg) * dens)
+    keys = (
+        np.where(labeled, np.inf, marg),
+        np.where(labeled | np.isnan(dkey), np.inf, dkey),
+        np.where(labeled, np.inf, -min_dist),
+    )
+    takes = (ob.n_margin, ob.n_density, ob.n_kcenter)
+    cand_idx, flags, m_all = _propose(keys, takes, K, unlabeled, n_unl, rngs)
+    # candidate features (padding rows use position 0 and are zeroed below)
+    rows = np.arange(N)[:, None]
+    safe = np.maximum(cand_idx, 0)
+    p = P[rows, safe]  # (N, K, C)
+    top, sec = scores.top_two(p)
+    mc = top - sec
+    ent = scores.entropy(p, normalized=True)
+    dis = np.zeros((N, K))
+    if P_prev is not None:
+        dis = scores.disagreement(p, P_prev[rows, safe]) * has_prev[:, None]
+    if N and n_unl.max() > RANK_BY_COUNT:  # large pools: no sort (the same integers and quantiles)
+        marg_unl = [marg[i, unlabeled[i]] for i in range(N)]
+        rank = np.stack([(mu[None, :] < mc[i][:, None]).sum(1) for i, mu in enumerate(marg_unl)])
+        marg_sorted = np.full((N, int(n_unl.max())), np.inf)  # the quantiles' order statistics in place
+        for i, mu in enumerate(marg_unl):
+            if len(mu):
+                marg_sorted[i, : len(mu)] = np.partition(mu, _quantile_kth(len(mu)))
+    else:
+        marg_sorted = np.sort(np.where(labeled, np.inf, marg), axis=1)
+        rank = np.stack([np.searchsorted(marg_sorted[i, : n_unl[i]], mc[i], side="left") for i in range(N)])
+    rank = rank / np.maximum(n_unl, 1)[:, None]
+    dist = np.minimum(min_dist[rows, safe] / scale[:, None], DIST_CLIP)
+    dist[~np.isfinite(dist)] = DIST_CLIP
+    dc = np.stack([
+        dens[i, safe[i]] if geometries[i].exact else geometries[i].density(safe[i]) for i in range(N)
+    ])
+    counts = np.stack([np.bincount(lab, minlength=C) for lab in labels]).astype(float)
+    share = counts[rows, scores.predicted_class(p)] / np.maximum(counts.sum(1), 1.0)[:, None]
+    valid = np.arange(K)[None, :] < m_all[:, None]
+    cand = np.zeros((N, K, N_CANDIDATE_FEATURES), dtype=np.float32)
+    cand[..., :8] = np.stack([top, mc, ent, dis, rank, dist, dc, share], axis=2)
+    cand[..., 8:] = flags
+    cand[~valid] = 0.0
+    if prev_pred is None and P_prev is not None:
+        prev_pred = np.where(has_prev[:, None], scores.predicted_class(P_prev), pred_all)
+    glob = global_batch(P, pred_all, prev_pred, marg_sorted, n_unl, labels, n_queried, budgets, top=top_all)
+    return BatchObservation(cand, glob, valid, cand_idx, pred_all)
+
+
+def _quantile_kth(m: int) -> list[int]:
+    """The order statistics that np.quantile reads for ``_QUANTILES`` of ``m`` values."""
+    out = set()
+    for q in _QUANTILES:
+        v = (m - 1) * q
+        out.update({int(np.floor(v)), min(int(np.floor(v)) + 1, m - 1)})
+    return sorted(out)
+
+
+def _propose(
+    keys: tuple[np.ndarray, ...],
+    takes: tuple[int, ...],
+    K: int,
+    unlabeled: np.ndarray,
+    n_unl: np.ndarray,
+    rngs: Sequence[np.random.Generator],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The candidates of ``N`` episodes: pool positions ``(N, K)`` (-1 padding), source flags
+    ``(N, K, 4)`` and counts ``(N,)``.
+
+    Definition (episode by episode): each heuristic ordering (``keys``: ``(N, n)``, smaller =
+    better, ``inf`` for labeled items; stable, ties keep pool order) adds its next ``takes[f]``
+    items not yet chosen, in turn (margin, density, k-center), never more than ``K`` in all; items
+    already chosen gain the flag of every ordering that reaches them first. Then uniformly random
+    unlabeled items (``rng.choice`` over the unchosen ones, in pool order) fill up to ``K``.
+    Only the first ``L = sum(takes)`` items of an ordering can be reached, so they are found by
+    partition for all episodes at once; episodes with fewer than ``L`` unlabeled items than
+    others, or ``L > K``, follow the definition item by item (:func:`_propose_one`).
+    """
+    N, n = unlabeled.shape
+    L = sum(takes)
+    cand_idx = np.full((N, K), -1, dtype=np.int64)
+    flags = np.zeros((N, K, 4), dtype=np.float32)
+    m_all = np.zeros(N, dtype=np.int64)
+    if N == 0:
+        return cand_idx, flags, m_all
+    local_of = np.cumsum(unlabeled, axis=1) - 1  # pool position -> position among the unlabeled
+    l_eff = int(min(L, max(int(n_unl.min()), 1)))
+    rows1 = np.arange(N)
+    heads, orders = [], []
+    slow = n_unl == 0
+    for key in keys:
+        part_idx = np.argpartition(key, l_eff - 1, axis=1)[:, :l_eff]
+        thr = np.take_along_axis(key, part_idx, axis=1).max(axis=1)
+        head = (key <= thr[:, None]) & unlabeled  # the first l_eff items and every tie of the last
+        heads.append(head)
+        cnt = head.sum(1)
+        r, c = np.nonzero(head)
+        pos = np.arange(len(r)) - (np.cumsum(cnt) - cnt)[r]
+        H = max(int(cnt.max()), 1)
+        Pm = np.full((N, H), -1, dtype=np.int64)
+        Kv = np.full((N, H), np.inf)
+        Pm[r, pos], Kv[r, pos] = c, key[r, c]
+        orders.append(np.take_along_axis(Pm, np.argsort(Kv, axis=1, kind="stable"), axis=1))
+        slow |= cnt < np.minimum(L, n_unl)  # an ordering with inf keys (no density known) or a short head
+    if L > K:
+        slow[:] = True
+    member = np.zeros((N, n), dtype=bool)
+    bits = np.zeros((N, n), dtype=np.uint8)
+    added_all = []
+    for flag, (O, n_take) in enumerate(zip(orders, takes)):
+        valid = O >= 0
+        Os = np.maximum(O, 0)
+        is_new = valid & ~member[rows1[:, None], Os]
+        before = np.cumsum(is_new, axis=1) - is_new
+        visited = valid & (before < n_take)
+        added = visited & is_new
+        rv, cv = np.nonzero(visited)
+        bits[rv, O[rv, cv]] |= np.uint8(1 << flag)
+        ra, ca = np.nonzero(added)
+        member[ra, O[ra, ca]] = True
+        added_all.append(added)
+    Ocat = np.concatenate(orders, axis=1)
+    Acat = np.concatenate(added_all, axis=1)
+    m_h = Acat.sum(1)
+    sel = np.take_along_axis(Ocat, np.argsort(~Acat, axis=1, kind="stable"), axis=1)
+    shifts = np.arange(3, dtype=np.uint8)
+    for i in range(N):
+        if slow[i]:
+            if n_unl[i] > 0:
+                m_all[i] = _propose_one(keys, takes, K, i, unlabeled[i], rngs[i], cand_idx, flags)
+            continue
+        mh = int(m_h[i])
+        cand_idx[i, :mh] = sel[i, :mh]
+        flags[i, :mh, :3] = (bits[i, sel[i, :mh], None] >> shifts) & 1
+        n_rand = min(K - mh, int(n_unl[i]) - mh)
+        if n_rand > 0:
+            rest = np.delete(np.arange(int(n_unl[i])), local_of[i, sel[i, :mh]])
+            draw = rngs[i].choice(rest, size=n_rand, replace=False)
+            cand_idx[i, mh : mh + n_rand] = np.searchsorted(local_of[i], draw, side="left")
+            flags[i, mh : mh + n_rand, 3] = 1.0
+        m_all[i] = mh + max(n_rand, 0)
+    return cand_idx, flags, m_all
+
+
+def _propose_one(
+    keys: tuple[np.ndarray, ...], takes: tuple[int, ...], K: int, i: int, unlabeled: np.ndarray,
+    rng: np.random.Generator, cand_idx: np.ndarray, flags: np.ndarray,
+) -> int:
+    """:func:`_propose`'s definition for episode ``i``, item by item; fills ``cand_idx[i]`` and
+    ``flags[i]``, returns the number of candidates."""
+    unl = np.flatnonzero(unlabeled)
+    chosen: dict[int, np.ndarray] = {}
+    for flag, (key, n_take) in enumerate(zip(keys, takes)):
+        row = key[i, unl]
+        order = np.argsort(row, kind="stable")
+        order = order[row[order] < np.inf]  # a large pool's items of unknown density
+        take_candidates(chosen, order, n_take, flag, K)
+    free = np.ones(len(unl), dtype=bool)
+    free[np.fromiter(chosen, dtype=np.int64)] = False
+    rest = np.flatnonzero(free)
+    n_rand = min(K - len(chosen), len(rest))
+    if n_rand > 0:
+        for j in rng.choice(rest, size=n_rand, replace=False):
+            chosen[int(j)] = np.array([0, 0, 0, 1], dtype=np.float32)
+    local = np.fromiter(chosen, dtype=np.int64)
+    m = len(local)
+    cand_idx[i, :m] = unl[local]
+    flags[i, :m] = np.stack([chosen[int(j)] for j in local])
+    return m

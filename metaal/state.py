@@ -16,6 +16,7 @@ import numpy as np
 
 from metaal.data import Dataset, Split, validate_split
 from metaal.errors import DataError, LabelError
+from metaal.geometry import PoolGeometry, pairwise_dist, update_min_dist
 from metaal.learners import Learner
 
 
@@ -140,7 +141,7 @@ class ALState:
         self.prev_proba: np.ndarray | None = None
         self.cache: dict[str, Any] = {}
         self._min_dist: np.ndarray | None = None
-        self._scale: float | None = None
+        self._geometry: PoolGeometry | None = None
 
     # -- views ----------------------------------------------------------------------------------
     @property
@@ -207,7 +208,7 @@ class ALState:
         if record:
             self.history.append(idx.copy())
         if self._min_dist is not None:
-            self._update_min_dist(idx)
+            update_min_dist(self._min_dist, self.X_pool, idx)
         if refit:
             self.refit()
 
@@ -229,20 +230,24 @@ class ALState:
             del self.cache[key]
 
     # -- geometry (incremental) -----------------------------------------------------------------
+    @property
+    def geometry(self) -> PoolGeometry:
+        """The pool's :class:`~metaal.geometry.PoolGeometry` (distance scale, observation density),
+        made on first use; another state over the same pool may share it (:meth:`share_geometry`)."""
+        if self._geometry is None:
+            self._geometry = PoolGeometry(self.X_pool)
+        return self._geometry
+
+    def share_geometry(self, geometry: PoolGeometry) -> None:
+        """Use ``geometry`` (computed for the same pool features) instead of computing it again."""
+        if geometry.n != self.n_pool:
+            raise DataError(f"a geometry of {geometry.n} items for a pool of {self.n_pool}")
+        self._geometry = geometry
+
     def distance_scale(self) -> float:
-        """Median pairwise Euclidean distance in the pool (on a fixed sample of at most 1,000
-        items, seeded by the pool size so that it is reproducible); used to make distances
-        scale-free."""
-        if self._scale is None:
-            n = self.n_pool
-            rng = np.random.default_rng(n)
-            s = self.X_pool[rng.choice(n, size=min(n, 1000), replace=False)]
-            sq = (s * s).sum(1)
-            d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * s @ s.T, 0.0)
-            iu = np.triu_indices(len(s), k=1)
-            med = float(np.median(np.sqrt(d2[iu]))) if len(iu[0]) else 1.0
-            self._scale = med if med > 1e-12 else 1.0
-        return self._scale
+        """Median pairwise distance in the pool (:func:`metaal.geometry.distance_scale`); divides
+        distances to make them scale-free."""
+        return self.geometry.scale
 
     def min_dist_labeled(self) -> np.ndarray:
         """Distance of every pool item to its nearest labeled item, shape ``(n_pool,)``; computed
@@ -250,17 +255,8 @@ class ALState:
         if self._min_dist is None:
             self._min_dist = np.full(self.n_pool, np.inf)
             if self.n_labeled:
-                self._update_min_dist(self.labeled_idx)
+                update_min_dist(self._min_dist, self.X_pool, self.labeled_idx)
         return self._min_dist
 
-    def _update_min_dist(self, idx: np.ndarray) -> None:
-        assert self._min_dist is not None
-        d = pairwise_dist(self.X_pool, self.X_pool[idx])
-        np.minimum(self._min_dist, d.min(axis=1), out=self._min_dist)
 
-
-def pairwise_dist(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Euclidean distances between rows of ``A`` (n, d) and ``B`` (m, d), shape ``(n, m)``."""
-    sa = (A * A).sum(1)[:, None]
-    sb = (B * B).sum(1)[None, :]
-    return np.sqrt(np.maximum(sa + sb - 2.0 * (A @ B.T), 0.0))
+__all__ = ["ALState", "Task", "pairwise_dist", "standardize"]

@@ -207,9 +207,9 @@ class _BatchedBase:
     def _finish_proba(self, logits: torch.Tensor, rows: Any = None) -> torch.Tensor:
         """Masked softmax ``(N, n, C)`` of logits ``(N, n, C)`` with the floor of
         :class:`~metaal.learners.Learner`; ``rows`` selects a subset of the fitted problems."""
-        return self._finish_proba_t(logits.transpose(1, 2), rows).transpose(1, 2).contiguous()
+        return self.finish_proba_t(logits.transpose(1, 2), rows).transpose(1, 2).contiguous()
 
-    def _finish_proba_t(self, logits_t: torch.Tensor, rows: Any = None) -> torch.Tensor:
+    def finish_proba_t(self, logits_t: torch.Tensor, rows: Any = None) -> torch.Tensor:
         """The same on class-major logits ``(N, C, n)`` (softmax over a short last axis is slow in
         torch, over a strided one fast); returns ``(N, C, n)``."""
         assert self.present_ is not None and self.prior_ is not None and self.use_prior_ is not None
@@ -230,12 +230,12 @@ class _BatchedBase:
         present, prior, use_prior = self.present_, self.prior_, self.use_prior_
         if rows is not None:
             present, prior, use_prior = present[rows], prior[rows], use_prior[rows]
-        z = self._logits_t(X, rows, transposed) if transposed else self._logits_t(X, rows)
+        z = self.logits_t(X, rows, transposed) if transposed else self.logits_t(X, rows)
         z = torch.where(present[:, :, None], z, torch.full_like(z, _NEG))
         pred = argmax_classes(z)
         return torch.where(use_prior[:, None], prior.argmax(1)[:, None].expand_as(pred), pred)
 
-    def _logits_t(self, X: Any, rows: Any = None, transposed: bool = False) -> torch.Tensor:
+    def logits_t(self, X: Any, rows: Any = None, transposed: bool = False) -> torch.Tensor:
         if transposed:
             X = self.tensor(X).transpose(1, 2)
         return self.logits(X, rows).transpose(1, 2)
@@ -355,9 +355,9 @@ class BatchedLogReg(_BatchedBase):
     # -- prediction -----------------------------------------------------------------------------
     def logits(self, X: Any, rows: Any = None) -> torch.Tensor:
         """Raw logits ``(N, n, C)`` (of the problems ``rows`` when given)."""
-        return self._logits_t(X, rows).transpose(1, 2)
+        return self.logits_t(X, rows).transpose(1, 2)
 
-    def _logits_t(self, X: Any, rows: Any = None, transposed: bool = False) -> torch.Tensor:
+    def logits_t(self, X: Any, rows: Any = None, transposed: bool = False) -> torch.Tensor:
         """Class-major logits ``(N, C, n)``; ``transposed``: ``X`` is given as ``(N, d, n)``
         (saves a copy per call when the same matrices are scored repeatedly)."""
         if self.coef_ is None:
@@ -374,7 +374,7 @@ class BatchedLogReg(_BatchedBase):
     def proba_tensor(self, X: Any, rows: Any = None, transposed: bool = False) -> torch.Tensor:
         """Probabilities ``(N, n, C)`` as a tensor on the device (``transposed``: ``X`` is
         ``(N, d, n)``)."""
-        return self._finish_proba_t(self._logits_t(X, rows, transposed), rows).transpose(1, 2).contiguous()
+        return self.finish_proba_t(self.logits_t(X, rows, transposed), rows).transpose(1, 2).contiguous()
 
     def predict_proba(self, X: Any, rows: Any = None, transposed: bool = False) -> np.ndarray:
         """Probabilities ``(N, n, C)`` float64 for shared ``X`` (n, d), per-problem (N, n, d) or,

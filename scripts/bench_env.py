@@ -73,7 +73,7 @@ def naive_env_class():  # imports inside: the script stays importable without th
             self._evaluate()
             new = self._observe()  # density, distance scale, min distances all recomputed
             done = self.state.n_queried >= self.budget
-            return self._obs_dict(new), reward, done, False, self._info(int(idx[0]), int(m[0]))
+            return new.as_dict(), reward, done, False, self._info(int(idx[0]), int(m[0]))
 
     return NaiveEnv
 

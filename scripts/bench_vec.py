@@ -17,10 +17,10 @@ the thread settings are printed before and after, and the load after each row):
 * ``sklearn-dummy``: N Pool-v0 envs (scikit-learn LogisticRegression, ``warm_start=True`` unless
   ``--cold``) in a DummyVecEnv (``--sklearn``, default 1 and 8);
 * ``sklearn-subproc``: 64 Pool-v0 envs in a SubprocVecEnv (one process each, ``fork``);
-* ``torch-batched``: :class:`metaal.envs.vec_pool.BatchedPoolVecEnv` with 1, 8, 64, 256 episodes
+* ``torch-batched``: :class:`metaal.agents.vec_env.BatchedPoolVecEnv` with 1, 8, 64, 256 episodes
   in this process (``--threads 1,2`` adds rows with two torch threads);
 * ``torch-batched-Wp``: the same episodes over ``W`` worker processes
-  (:func:`metaal.envs.vec_shard.make_batched_vec_env`, ``--workers``; default rows for 1 and 2).
+  (:func:`metaal.agents.vec_shard.make_batched_vec_env`, ``--workers``; default rows for 1 and 2).
 
 The figures of the last run, with the machine and its load, are in ``docs/benchmarks.md``.
 
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--threads", default="1", help="torch threads of the batched env (comma list: one row each)")
     p.add_argument("--workers", default="1,2",
                    help="worker processes of the batched env (comma list: one row each; 1 = in this process, "
-                        "W > 1 = metaal.envs.vec_shard.make_batched_vec_env with N/W episodes per process)")
+                        "W > 1 = metaal.agents.vec_shard.make_batched_vec_env with N/W episodes per process)")
     p.add_argument("--round-budget", type=int, default=50,
                    help="episode length used for the 'incl. reset' figures (Pool-v0's default budget)")
     p.add_argument("--cold", action="store_true",
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     import torch
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    from metaal.envs.vec_shard import make_batched_vec_env
+    from metaal.agents.vec_shard import make_batched_vec_env
     from metaal.torch_learners import resolve_device
 
     kwargs = _env_kwargs(args)

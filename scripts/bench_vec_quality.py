@@ -6,7 +6,7 @@ Trains the same MaskablePPO (sb3-contrib, ``"MultiInputPolicy"``, same hyper-par
 seed, same number of timesteps) on
 
 (a) ``--n-envs`` scikit-learn ``metaal/Pool-v0`` envs in a ``DummyVecEnv`` and
-(b) one :class:`metaal.envs.vec_pool.BatchedPoolVecEnv` with ``--n-envs`` episodes,
+(b) one :class:`metaal.agents.vec_env.BatchedPoolVecEnv` with ``--n-envs`` episodes,
 
 both on the same training datasets (meta_train sets of ``configs/meta_split.yaml``, pools
 subsampled to ``--max-pool`` rows), then evaluates both policies -- and the margin and random
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from metaal.envs.vec_pool import BatchedPoolVecEnv
+    from metaal.agents.vec_env import BatchedPoolVecEnv
 
     torch.set_num_threads(1)
     train = [s.strip() for s in args.train.split(",") if s.strip()]

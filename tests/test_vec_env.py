@@ -11,8 +11,10 @@ pytest.importorskip("torch")
 pytest.importorskip("stable_baselines3")
 
 from metaal.envs.rewards import headroom, step_reward  # noqa: E402
-from metaal.envs.vec_pool import BatchedPoolVecEnv, pool_spaces  # noqa: E402
+from metaal.agents.vec_env import BatchedPoolVecEnv  # noqa: E402
+from metaal.envs.pool import pool_spaces  # noqa: E402
 from metaal.errors import ConfigError  # noqa: E402
+from metaal.geometry import PoolGeometry  # noqa: E402
 from metaal.state import ALState  # noqa: E402
 from metaal.torch_learners import TorchLogReg  # noqa: E402
 
@@ -25,8 +27,7 @@ def _assert_matches_observer(env, i: int, rng_before) -> None:
     copy of its state (no cached geometry) with the generator as it was before the step."""
     st = copy.deepcopy(env.states[i])
     st.cache.clear()
-    st._scale = None
-    st._min_dist = None
+    st.share_geometry(PoolGeometry(st.X_pool))  # recomputed, not the environment's
     ref = env.observer.observe(st, rng_before)
     np.testing.assert_array_equal(ref.indices, env._obs[i].indices)
     np.testing.assert_allclose(ref.candidates, env._obs[i].candidates, atol=1e-6)
@@ -203,27 +204,27 @@ def test_batched_selection_matches_observer_on_ties_and_four_classes():
             assert np.array_equal(env.states[i].prev_pred, np.argmax(env.states[i].prev_proba, axis=1))
 
 
-def test_geometry_matches_state_and_pool_density():
-    import torch
-
-    from metaal.envs.vec_pool import BatchedObserver
-    from metaal.observe import pool_density
+def test_pool_geometry_rows_on_demand_equal_the_whole_pool(monkeypatch):
+    import metaal.geometry as geo
 
     rng = np.random.default_rng(0)
-    pools = [rng.normal(size=(1200, 6)) * (1 + i) for i in range(3)]  # > 1,000 rows: sampled references
-    scale, dens = BatchedObserver.geometry(torch.as_tensor(np.stack(pools)), chunk=2)
-    for i, Xp in enumerate(pools):
-        st = ALState(Xp, 2, None)  # type: ignore[arg-type]
-        assert scale[i] == pytest.approx(st.distance_scale(), rel=1e-12)
-        np.testing.assert_allclose(dens[i], pool_density(st), rtol=0, atol=1e-12)
+    X = rng.normal(size=(1500, 6))  # > 1,000 rows: sampled references
+    full = geo.PoolGeometry(X).density()
+    monkeypatch.setattr(geo, "EXACT_DENSITY_MAX", 1000)  # the large-pool path: rows on demand
+    lazy = geo.PoolGeometry(X)
+    assert not lazy.exact
+    rows = rng.choice(1500, size=300, replace=False)
+    np.testing.assert_allclose(lazy.density(rows), full[rows], rtol=0, atol=1e-12)
+    assert np.isnan(lazy.known_density()).sum() == 1200  # nothing else computed
+    assert lazy.scale == geo.PoolGeometry(X).scale == ALState(X, 2, None).distance_scale()  # type: ignore[arg-type]
 
 
-def test_lazy_export_does_not_import_torch():
+def test_envs_package_imports_no_torch_and_no_agent_library():
     import subprocess
     import sys
 
-    code = ("import sys, metaal.envs as e; assert 'torch' not in sys.modules and 'stable_baselines3' not in sys.modules; "
-            "from metaal.envs import BatchedPoolVecEnv; assert BatchedPoolVecEnv.__name__ == 'BatchedPoolVecEnv'")
+    code = ("import sys, metaal.envs as e; assert 'torch' not in sys.modules, 'torch'; "
+            "assert 'stable_baselines3' not in sys.modules, 'sb3'; assert e.BatchedPoolEnv.__name__ == 'BatchedPoolEnv'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -243,7 +244,7 @@ def _run(env, n_steps: int, seed: int = 0) -> list:
 def test_sharded_env_equals_its_shards_stepped_alone():
     from sb3_contrib.common.maskable.utils import is_masking_supported
 
-    from metaal.envs.vec_shard import ShardedVecEnv, make_batched_vec_env
+    from metaal.agents.vec_shard import ShardedVecEnv, make_batched_vec_env
 
     kw = dict(datasets=SMALL, budget=3, device="cpu")
     env = make_batched_vec_env(5, workers=2, seed=3, **kw)
@@ -289,7 +290,7 @@ def test_sharded_env_seed_method_reproduces_and_maskable_ppo_trains():
     from sb3_contrib import MaskablePPO
     from stable_baselines3.common.vec_env import VecMonitor
 
-    from metaal.envs.vec_shard import make_batched_vec_env
+    from metaal.agents.vec_shard import make_batched_vec_env
 
     env = VecMonitor(make_batched_vec_env(4, workers=2, seed=None, datasets=SMALL, budget=4, device="cpu"))
     try:
@@ -308,7 +309,7 @@ def test_sharded_env_seed_method_reproduces_and_maskable_ppo_trains():
 
 
 def test_make_batched_vec_env_refuses_bad_worker_counts():
-    from metaal.envs.vec_shard import make_batched_vec_env
+    from metaal.agents.vec_shard import make_batched_vec_env
 
     with pytest.raises(ConfigError, match="workers"):
         make_batched_vec_env(4, workers=0, datasets=SMALL)
@@ -318,7 +319,7 @@ def test_make_batched_vec_env_refuses_bad_worker_counts():
 
 
 def test_a_failing_shard_reports_its_error():
-    from metaal.envs.vec_shard import ShardError, make_batched_vec_env
+    from metaal.agents.vec_shard import ShardError, make_batched_vec_env
 
     with pytest.raises(ShardError, match="no_such_dataset"):
         env = make_batched_vec_env(2, workers=2, datasets=["no_such_dataset"], device="cpu")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from metaal import scores
 from metaal.state import ALState
 from metaal.strategies.base import Strategy, check_k, register
 
@@ -22,20 +23,19 @@ class RandomSampling(Strategy):
 
 
 def least_confident_score(proba: np.ndarray) -> np.ndarray:
-    """``1 - max_c p(c|x)`` for probabilities ``(n, C)``."""
-    return 1.0 - proba.max(axis=1)
+    """``1 - max_c p(c|x)`` for probabilities ``(n, C)`` (:func:`metaal.scores.least_confident`)."""
+    return scores.least_confident(proba)
 
 
 def margin_score(proba: np.ndarray) -> np.ndarray:
-    """``-(p_1 - p_2)`` where ``p_1 >= p_2`` are the two largest probabilities; ``(n,)``."""
-    part = np.partition(proba, -2, axis=1)
-    return -(part[:, -1] - part[:, -2])
+    """``-(p_1 - p_2)`` where ``p_1 >= p_2`` are the two largest probabilities; ``(n,)``
+    (:func:`metaal.scores.margin`, negated: higher = label first)."""
+    return -scores.margin(proba)
 
 
 def entropy_score(proba: np.ndarray) -> np.ndarray:
-    """Shannon entropy ``-sum_c p(c|x) log p(c|x)``; ``(n,)``."""
-    p = np.clip(proba, 1e-12, 1.0)
-    return -(p * np.log(p)).sum(axis=1)
+    """Shannon entropy ``-sum_c p(c|x) log p(c|x)``; ``(n,)`` (:func:`metaal.scores.entropy`)."""
+    return scores.entropy(proba)
 
 
 @register("least_confident")

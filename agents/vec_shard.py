@@ -2,7 +2,7 @@
 
 SB3's :class:`~stable_baselines3.common.vec_env.SubprocVecEnv` runs one *single* environment per
 process; here every worker process runs a whole *vector* environment (typically a
-:class:`~metaal.envs.vec_pool.BatchedPoolVecEnv` of ``N / W`` episodes on one batched learner),
+:class:`~metaal.agents.vec_env.BatchedPoolVecEnv` of ``N / W`` episodes on one batched learner),
 so a CPU with ``W`` cores steps ``N`` episodes in ``W`` batched problems at once instead of one
 (the batched learner is single-threaded on the CPU: one torch thread per worker is fastest).
 
@@ -23,6 +23,7 @@ import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import CloudpickleWrapper
 
+from metaal.agents.vec_env import BatchedPoolVecEnv
 from metaal.errors import ConfigError
 
 
@@ -292,15 +293,13 @@ def _shard_sizes(n: int, workers: int) -> list[int]:
 def make_batched_vec_env(
     num_envs: int, workers: int = 1, seed: int | None = None, start_method: str | None = None, **kwargs: Any
 ) -> VecEnv:
-    """``num_envs`` batched Pool-v0 episodes (:class:`~metaal.envs.vec_pool.BatchedPoolVecEnv`),
+    """``num_envs`` batched Pool-v0 episodes (:class:`~metaal.agents.vec_env.BatchedPoolVecEnv`),
     stepped by ``workers`` processes.
 
     ``workers == 1`` gives a plain ``BatchedPoolVecEnv`` in this process. With more, shard ``w``
     holds a consecutive block of episodes and the seed ``seed + offset[w]`` (``None`` stays
     ``None``); every other keyword goes to each shard. On a CPU, one worker per core is fastest.
     """
-    from metaal.envs.vec_pool import BatchedPoolVecEnv
-
     if workers < 1:
         raise ConfigError(f"workers must be >= 1 (got {workers})")
     if num_envs < workers:
@@ -312,9 +311,7 @@ def make_batched_vec_env(
 
     def factory(n: int, s: int | None) -> Callable[[], VecEnv]:
         def _make() -> VecEnv:
-            from metaal.envs.vec_pool import BatchedPoolVecEnv as _B
-
-            return _B(num_envs=n, seed=s, **kwargs)
+            return BatchedPoolVecEnv(num_envs=n, seed=s, **kwargs)
 
         return _make
 
