@@ -19,13 +19,11 @@ No stable-baselines3 here (the envs layer knows no agent library): the SB3 ``Vec
 * **Rewards**: Pool-v0's modes, headroom and floor; ``margin_gain``'s counterfactual fits (one per
   episode whose action differs from margin's pick) run in the same batched fit as the ``N`` real
   ones.
-* **Starting state / rounds**: the ``N`` episodes of a round share one dataset (drawn with the
-  round generator) and one budget; each draws its own split, reward split and initial set, and its
-  random candidates, from its own generator.
-* **Episode end**: at the budget (all episodes of a round together: the next round starts, every
-  ``infos[i]["final_observation"]`` holds the last observation); an episode that terminates early
-  (``label_cost`` reaching its target) restarts on the same dataset and is truncated when the
-  round ends.
+* **Starting state**: the ``N`` episodes of a round share one dataset and budget (round
+  generator); each draws its split, reward split, initial set and random candidates from its own.
+* **Episode end**: at the budget, all together (the next round starts; ``infos[i]["final_observation"]``
+  holds the last observation); an episode that terminates early (``label_cost``) restarts on the
+  same dataset and is truncated when the round ends.
 """
 from __future__ import annotations
 
@@ -66,7 +64,7 @@ class _SlotLearner:
     def predict(self, X: np.ndarray) -> np.ndarray:
         return np.argmax(self.predict_proba(X), axis=1)
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "_SlotLearner":
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "_SlotLearner":  # noqa: D102
         raise ConfigError("the learners of BatchedPoolEnv are fitted by the environment, not one by one")
 
 
@@ -154,12 +152,9 @@ class BatchedPoolEnv:
         self.round_step = 0
         N = self.num_envs
         self.states, self.tasks, self.splits = [None] * N, [None] * N, [None] * N  # type: ignore[list-item]
-        self.budgets = np.zeros(N, dtype=np.int64)
-        self.headroom = np.ones(N)
-        self.full_accuracy = np.full(N, np.nan)
-        self.target_accuracy = np.full(N, np.nan)
-        self.reward_accuracy = np.full(N, np.nan)
-        self.test_accuracy = np.full(N, np.nan)
+        self.budgets, self.headroom = np.zeros(N, dtype=np.int64), np.ones(N)
+        self.full_accuracy, self.target_accuracy = np.full(N, np.nan), np.full(N, np.nan)
+        self.reward_accuracy, self.test_accuracy = np.full(N, np.nan), np.full(N, np.nan)
         self._X = None
         self._start(np.arange(N))
 
@@ -227,8 +222,7 @@ class BatchedPoolEnv:
         acc = self._accuracy(self._XrT, self._yr, idx)
         self.reward_accuracy[idx] = acc
         self.test_accuracy[idx] = self._accuracy(self._XtT, self._yt, idx)
-        self.headroom[idx] = 1.0
-        self.full_accuracy[idx] = np.nan
+        self.headroom[idx], self.full_accuracy[idx] = 1.0, np.nan
         need_full = self.reward_mode == "margin_gain" or (
             self.reward_mode == "label_cost" and self.target_accuracy_opt is None
         )
@@ -380,11 +374,6 @@ class BatchedPoolEnv:
             "budget": int(self.budgets[i]),
         }
 
-    def observation(self, i: int) -> dict[str, np.ndarray]:
-        """Episode ``i``'s current observation (Pool-v0's ``Dict``)."""
-        assert self._obs is not None
-        return self._obs[i].as_dict()
-
     def step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
         """Label every episode's chosen candidate, refit, reward, observe; returns ``(obs, rewards,
         terminated, truncated, infos)``; finished episodes restart (their last observation in
@@ -443,7 +432,7 @@ class BatchedPoolEnv:
         dones = terminated | truncated
         if dones.any():
             for i in np.flatnonzero(dones):
-                infos[i]["final_observation"] = self.observation(i)
+                infos[i]["final_observation"] = self._obs[i].as_dict()
             if round_over:
                 self._new_round()
             else:

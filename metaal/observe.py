@@ -92,8 +92,6 @@ GLOBAL_HIGH[GLOBAL_FEATURES.index("log_labels")] = 10.0  # > 1 beyond 1000 label
 GLOBAL_HIGH[GLOBAL_FEATURES.index("log_classes")] = 10.0  # > 1 beyond 100 classes
 #: large pools: the density candidates are taken among this many most uncertain items
 DENSITY_SHORTLIST = 2048
-#: pools with more unlabeled items than this rank margins by counting instead of sorting
-RANK_BY_COUNT = 20_000
 _QUANTILES = (0.1, 0.5, 0.9)
 
 
@@ -241,6 +239,9 @@ class Observer:
             n_queried=np.array([s.n_queried for s in states]),
             budgets=np.array([s.budget or 0 for s in states]),
             rngs=rngs,
+            prev_pred=None if P_prev is None else np.stack([
+                s.prev_pred if s.prev_pred is not None else np.zeros(s.n_pool, dtype=np.int64) for s in states
+            ]),
         )
 
     @staticmethod
@@ -271,9 +272,9 @@ def global_batch(
     :param P: pool probabilities ``(N, n, C)``; ``pred``: their argmax ``(N, n)``;
         ``prev_pred``: the argmax before the last refit ``(N, n)``, or None (no refit yet; rows
         equal to ``pred`` for episodes without one).
-    :param marg_unl_sorted: every episode's unlabeled margins sorted ascending (or partitioned at
-        the quantiles' order statistics), padded with ``inf`` to ``(N, m)``; ``n_unl`` ``(N,)``
-        how many are real.
+    :param marg_unl_sorted: every episode's unlabeled margins, sorted ascending or partitioned at
+        the quantiles' order statistics, padded with ``inf`` to ``(N, m)``; ``n_unl`` ``(N,)`` how
+        many are real.
     :param labels: each episode's labels so far; ``n_queried`` / ``budgets`` ``(N,)`` (budget 0:
         none); ``top``: the top probability of every pool item ``(N, n)`` when at hand.
     """
@@ -376,16 +377,16 @@ def observe_batch(
     dis = np.zeros((N, K))
     if P_prev is not None:
         dis = scores.disagreement(p, P_prev[rows, safe]) * has_prev[:, None]
-    if N and n_unl.max() > RANK_BY_COUNT:  # large pools: no sort (the same integers and quantiles)
-        marg_unl = [marg[i, unlabeled[i]] for i in range(N)]
-        rank = np.stack([(mu[None, :] < mc[i][:, None]).sum(1) for i, mu in enumerate(marg_unl)])
-        marg_sorted = np.full((N, int(n_unl.max())), np.inf)  # the quantiles' order statistics in place
-        for i, mu in enumerate(marg_unl):
-            if len(mu):
-                marg_sorted[i, : len(mu)] = np.partition(mu, _quantile_kth(len(mu)))
-    else:
-        marg_sorted = np.sort(np.where(labeled, np.inf, marg), axis=1)
-        rank = np.stack([np.searchsorted(marg_sorted[i, : n_unl[i]], mc[i], side="left") for i in range(N)])
+    # margin ranks by counting and the margin quantiles by partition: no sort of the pool
+    rank = np.zeros((N, K))
+    marg_part = np.full((N, int(n_unl.max()) if N else 0), np.inf)
+    for i in range(N):
+        mu = marg[i, unlabeled[i]]
+        if len(mu):
+            order = np.argsort(mc[i], kind="stable")
+            below = np.searchsorted(mc[i, order], mu, side="right")  # candidates at or below each margin
+            rank[i, order] = np.cumsum(np.bincount(below, minlength=K + 1))[:K]  # items strictly below
+            marg_part[i, : len(mu)] = np.partition(mu, _quantile_kth(len(mu)))
     rank = rank / np.maximum(n_unl, 1)[:, None]
     dist = np.minimum(min_dist[rows, safe] / scale[:, None], DIST_CLIP)
     dist[~np.isfinite(dist)] = DIST_CLIP
@@ -400,8 +401,10 @@ def observe_batch(
     cand[..., 8:] = flags
     cand[~valid] = 0.0
     if prev_pred is None and P_prev is not None:
-        prev_pred = np.where(has_prev[:, None], scores.predicted_class(P_prev), pred_all)
-    glob = global_batch(P, pred_all, prev_pred, marg_sorted, n_unl, labels, n_queried, budgets, top=top_all)
+        prev_pred = scores.predicted_class(P_prev)
+    if prev_pred is not None:  # episodes without a previous model: no flips
+        prev_pred = np.where(has_prev[:, None], prev_pred, pred_all)
+    glob = global_batch(P, pred_all, prev_pred, marg_part, n_unl, labels, n_queried, budgets, top=top_all)
     return BatchObservation(cand, glob, valid, cand_idx, pred_all)
 
 
