@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from metaal.errors import ConfigError, LabelError
-from metaal.loop.active import ActiveLearner, run_oracle
+from metaal.loop.session import ActiveLearner, run_oracle
 from metaal.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ def test_store_without_strategy_state_resumes_fresh(tmp_path, wine, caplog):
         db.commit()
         db.close()
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="metaal.loop.active"):
+        with caplog.at_level(logging.WARNING, logger="metaal.loop.session"):
             again = ActiveLearner(wine, strategy, store=path, seed=0)
         assert again.resumed and again.n_labeled == 6 and again.store.strategy_state() is None
         if strategy == "albl":
