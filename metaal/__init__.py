@@ -8,4 +8,13 @@ __version__ = "0.1.0"
 
 from metaal.errors import ConfigError, DataError, LabelError, MetaalError, PolicyError  # noqa: E402
 
-__all__ = ["ConfigError", "DataError", "LabelError", "MetaalError", "PolicyError", "__version__"]
+__all__ = ["ActiveLearner", "ConfigError", "DataError", "LabelError", "MetaalError", "PolicyError", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    """``from metaal import ActiveLearner``: the labeling session, imported on first use (PEP 562)."""
+    if name == "ActiveLearner":
+        from metaal.loop.session import ActiveLearner
+
+        return ActiveLearner
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

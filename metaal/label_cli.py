@@ -44,12 +44,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default=None, help="session file PATH.sqlite (resumed if it exists); default: in memory")
     p.add_argument("--learner", default="logreg", help="learner: logreg, svm, rf, knn, gb")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--initial", type=int, default=2, help="random cold-start labels before the strategy takes over (and until 2 classes)")
+    p.add_argument(
+        "--initial",
+        type=int,
+        default=None,
+        help="initial labels before the strategy takes over (and until 2 classes); with labeled data the "
+        "initial set of 'metaal compare --initial' for the same --seed (default: the store's, else 2)",
+    )
+    p.add_argument(
+        "--budget",
+        type=int,
+        default=None,
+        help="labels to ask after the initial set; the session stops there and a learned policy sees "
+        "budget_used as in training (default: the store's, else open-ended)",
+    )
     p.add_argument("--test-size", type=float, default=0.3, help="share of a labeled dataset held out to measure accuracy")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--oracle", default=None, help="answer automatically from known labels: labels.npy (one per row) or 'y' (the dataset's labels)")
-    p.add_argument("--n", type=int, default=30, help="with --oracle: stop when this many items are labeled")
+    p.add_argument(
+        "--n", type=int, default=None, help="with --oracle: stop when this many items are labeled (default: 30 without --budget)"
+    )
     p.add_argument("--delay", type=float, default=0.0, help="with --oracle: seconds before each answer")
     p.add_argument("--export", default=None, metavar="DIR", help="write labels (CSV, JSONL), model.joblib and report.png to DIR")
 
@@ -66,7 +81,7 @@ def register(subparsers: Any) -> None:
 
 
 def make_learner_from_args(args: argparse.Namespace) -> Any:
-    from metaal.loop.active import ActiveLearner
+    from metaal.loop.session import ActiveLearner
     from metaal.store import Store
 
     data = args.data
@@ -100,6 +115,7 @@ def make_learner_from_args(args: argparse.Namespace) -> Any:
         initial=args.initial,
         test_size=args.test_size,
         classes=classes,
+        budget=args.budget,
     )
 
 
@@ -148,15 +164,17 @@ def run(args: argparse.Namespace) -> int:
     if al.resumed:
         print(f"resumed {al.store.path}: {al.n_labeled} labels", flush=True)
     if args.oracle is not None:
-        from metaal.loop.active import run_oracle
+        from metaal.loop.session import run_oracle
 
         y = oracle_labels(args.oracle, al)
 
         def show(q: Any, lab: int, prog: dict[str, Any]) -> None:
             print(f"labeled {prog['n_labeled']} id={q.id} class={al.classes[lab]} reason={q.reason} {quality(prog)}", flush=True)
 
-        prog = run_oracle(al, y, args.n, delay=args.delay, callback=show)
-        print(f"done: {prog['n_labeled']} labels, {quality(prog)}", flush=True)
+        n = args.n if args.n is not None or al.budget is not None else 30
+        prog = run_oracle(al, y, n, delay=args.delay, callback=show)
+        end = f" (budget of {al.budget} reached)" if prog["budget_reached"] else ""
+        print(f"done: {prog['n_labeled']} labels{end}, {quality(prog)}", flush=True)
     if args.export is not None:
         paths = al.export(args.export)
         print("wrote " + ", ".join(str(p) for p in paths.values()), flush=True)
@@ -177,7 +195,8 @@ def display(al: Any, item_id: int) -> dict[str, Any]:
     if ds is not None and ds.images is not None:
         return {"kind": "image", "url": f"/api/image/{item_id}.png"}
     x = al.X[item_id]
-    z = al.X_pool[al._pos[item_id]] if item_id in al._pos else np.zeros_like(x)
+    pos = al.position(item_id)
+    z = al.X_pool[pos] if pos is not None else np.zeros_like(x)
     names = ds.extras.get("feature_names") if ds is not None else None
     top = np.argsort(-np.abs(z), kind="stable")[:12]
     return {

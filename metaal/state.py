@@ -82,14 +82,21 @@ class Task:
             seed=split.seed,
         )
 
-    def check_budget(self, budget: int) -> None:
-        free = self.n_pool - len(self.initial)
+    def check_budget(self, budget: int, n_initial: int | None = None) -> None:
+        """Refuse a negative budget or one larger than the pool left after the initial set.
+
+        :param n_initial: size of the initial set (default ``len(self.initial)``; the labeling
+            session of unlabeled data passes the size of its cold start).
+        :raises DataError: naming the budget and the unlabeled pool.
+        """
+        n_init = len(self.initial) if n_initial is None else int(n_initial)
+        free = self.n_pool - n_init
         if budget < 0:
             raise DataError(f"budget must be >= 0 (got {budget})")
         if budget > free:
             raise DataError(
                 f"{self.name}: budget {budget} is larger than the unlabeled pool "
-                f"({free} items after the {len(self.initial)} initial labels)"
+                f"({free} items after the {n_init} initial labels)"
             )
 
 

@@ -8,8 +8,10 @@ transaction, so an acknowledged label survives ``kill -9`` and a power cut.
 
 The query strategy's state (:meth:`metaal.strategies.Strategy.get_state`, e.g. ALBL's bandit
 weights) is written in the same transaction as the query it produced (:meth:`Store.add_query`);
-only the latest one is kept (table ``strategy_state``). A store written before that table existed
-(schema 1) still opens: the table is created empty and :meth:`Store.strategy_state` returns None.
+only the latest one is kept (table ``strategy_state``), with the state of the strategy's generator
+(column ``rng``, :meth:`Store.rng_state`). A store written before that table existed (schema 1)
+still opens: the table is created empty and :meth:`Store.strategy_state` returns None; a store
+without the ``rng`` column (schema 2) gets it, empty.
 
 Labels are validated before anything is written: an unknown class, an id that is not in the pool or
 an id already labeled with a different label raise :class:`~metaal.errors.LabelError` and leave the
@@ -31,7 +33,8 @@ import numpy as np
 
 from metaal.errors import ConfigError, LabelError
 
-SCHEMA_VERSION = 2  # 2: table strategy_state (a schema-1 store gets it, empty, when opened)
+SCHEMA_VERSION = 3  # 2: table strategy_state (a schema-1 store gets it, empty, when opened)
+# 3: column strategy_state.rng, the strategy generator's state (added, empty, to older stores)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -74,7 +77,8 @@ CREATE TABLE IF NOT EXISTS strategy_state (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     query_id INTEGER NOT NULL,
     state TEXT NOT NULL,
-    time REAL NOT NULL
+    time REAL NOT NULL,
+    rng TEXT
 );
 """
 
@@ -98,6 +102,9 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            cols = {r[1] for r in self._db.execute("PRAGMA table_info(strategy_state)").fetchall()}
+            if "rng" not in cols:  # a store written before schema 3
+                self._db.execute("ALTER TABLE strategy_state ADD COLUMN rng TEXT")
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"store {self.path}: not a metaal SQLite store ({exc})") from None
         self._lock = threading.RLock()
@@ -278,12 +285,15 @@ class Store:
         reason: str,
         scores: Sequence[float | None],
         strategy_state: dict[str, Any] | None = None,
+        rng_state: dict[str, Any] | None = None,
     ) -> int:
         """Record a query (its items, the reason, the score of each item); returns its id.
 
         :param strategy_state: the strategy's state after choosing these items
             (:meth:`~metaal.strategies.Strategy.get_state`), written in the same transaction as the
             query and replacing the previous one; None leaves the saved state as it is.
+        :param rng_state: with ``strategy_state``, the state of the strategy's generator after
+            choosing (``Generator.bit_generator.state``), saved alongside it.
         :raises ConfigError: ``strategy_state`` is not JSON-serializable (nothing is written).
         """
         now = time.time()
@@ -300,13 +310,14 @@ class Store:
         if strategy_state is not None:
             try:
                 blob = json.dumps(strategy_state)
+                rng_blob = None if rng_state is None else json.dumps(rng_state)
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"store {self.path}: the strategy state is not JSON-serializable ({exc})") from None
             stmts.append(
                 (
-                    "INSERT OR REPLACE INTO strategy_state (id, query_id, state, time) "
-                    "VALUES (1, last_insert_rowid(), ?, ?)",
-                    (blob, now),
+                    "INSERT OR REPLACE INTO strategy_state (id, query_id, state, time, rng) "
+                    "VALUES (1, last_insert_rowid(), ?, ?, ?)",
+                    (blob, now, rng_blob),
                 )
             )
         return self._write(stmts)[0]
@@ -319,6 +330,17 @@ class Store:
         if not rows:
             return None
         return json.loads(rows[0][0]), int(rows[0][1])
+
+    def rng_state(self) -> dict[str, Any] | None:
+        """The strategy generator's state saved with the latest strategy state, or None."""
+        rows = self._read("SELECT rng FROM strategy_state WHERE id = 1")
+        if not rows or rows[0][0] is None:
+            return None
+        return json.loads(rows[0][0])
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Replace one meta value (e.g. a session's budget, extended on resume)."""
+        self._write([("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))])
 
     def queries(self) -> list[dict[str, Any]]:
         """Every recorded query, oldest first."""

@@ -6,7 +6,7 @@ import pytest
 
 from metaal.errors import ConfigError, LabelError
 from metaal.loop import ActiveLearner
-from metaal.loop.active import COLD_START_REASON, run_oracle
+from metaal.loop.session import COLD_START_REASON, run_oracle
 
 
 def test_woodknots_oracle_30_labels_accuracy_rises(shared, tmp_path):
@@ -69,7 +69,7 @@ def test_undo_and_skip(wine):
     last = al.store.labels()[-1][1]
     before = al.model.predict_proba(al.X_pool).copy()
     assert al.undo() == (last, str(wine.classes[wine.y[last]]))
-    assert al.n_labeled == 5 and not al.state.labeled_mask[al._pos[last]]
+    assert al.n_labeled == 5 and not al.state.labeled_mask[al.position(last)]
     assert not np.allclose(before, al.model.predict_proba(al.X_pool))
     # the undone item is offered again first
     assert al.query(1)[0].id == last

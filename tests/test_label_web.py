@@ -148,3 +148,25 @@ def test_api_images_and_errors(shared):
     assert client.post("/api/label", json={"id": 10**6, "label": 0}).status_code == 400
     assert al.n_labeled == 1
     assert client.get("/api/image/999999.png").status_code == 404
+
+
+def test_api_budget_reached(wine):
+    """With a budget the page gets no item once it is reached, and the progress says so (the page
+    then shows "Budget reached"); a label beyond it is refused."""
+    from fastapi.testclient import TestClient
+
+    from metaal.label_cli import create_app
+    from metaal.loop import ActiveLearner
+
+    al = ActiveLearner(wine, "margin", seed=0, initial=3, budget=2)
+    client = TestClient(create_app(al))
+    st = client.get("/api/state").json()
+    for _ in range(5):
+        assert st["item"] is not None and not st["progress"]["budget_reached"]
+        st = client.post("/api/label", json={"id": st["item"]["id"], "label": int(wine.y[st["item"]["id"]])}).json()
+    assert st["item"] is None and st["progress"]["budget_reached"] and st["progress"]["budget"] == 2
+    assert st["progress"]["n_labeled"] == 5 and st["progress"]["n_queried"] == 2
+    free = next(int(r) for r in al.pool_ids if int(r) not in al.store.label_of())
+    bad = client.post("/api/label", json={"id": free, "label": 0})
+    assert bad.status_code == 400 and "budget of 2 labels" in bad.json()["error"]
+    assert "budget-reached" in client.get("/").text

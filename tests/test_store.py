@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from metaal.errors import ConfigError, LabelError
-from metaal.loop.active import ActiveLearner, run_oracle
+from metaal.loop.session import ActiveLearner, run_oracle
 from metaal.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ def test_store_without_strategy_state_resumes_fresh(tmp_path, wine, caplog):
         db.commit()
         db.close()
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="metaal.loop.active"):
+        with caplog.at_level(logging.WARNING, logger="metaal.loop.session"):
             again = ActiveLearner(wine, strategy, store=path, seed=0)
         assert again.resumed and again.n_labeled == 6 and again.store.strategy_state() is None
         if strategy == "albl":
@@ -190,4 +190,21 @@ def test_sigkill_mid_session_then_resume(tmp_path, wine):
     assert final[: len(acked)] == acked
     assert final == ref_order
     assert [c[1] for c in s.curve()][-1] == pytest.approx(ref.progress()["accuracy"])
+    s.close()
+
+
+def test_schema_2_store_gets_the_rng_column(tmp_path):
+    """A store written before the strategy generator's state was saved (schema 2) opens; the
+    column is added, empty, and filled by the next strategy query."""
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(str(path)) as db:
+        db.execute("CREATE TABLE strategy_state (id INTEGER PRIMARY KEY CHECK (id = 1), query_id INTEGER NOT NULL, "
+                   "state TEXT NOT NULL, time REAL NOT NULL)")
+        db.execute("INSERT INTO strategy_state VALUES (1, 1, '{}', 0.0)")
+    s = Store(path)
+    assert s.rng_state() is None and s.strategy_state() == ({}, 1)
+    s.init_session({"classes": ["a", "b"], "pool": [0, 1, 2]})
+    rng = np.random.default_rng(3)
+    s.add_query([0], "margin", [None], strategy_state={}, rng_state=rng.bit_generator.state)
+    assert s.rng_state() == rng.bit_generator.state
     s.close()

@@ -14,7 +14,7 @@ from metaal.data import Dataset, load_npz
 from metaal.errors import ConfigError, DataError
 from metaal.featurize import RawData, load_npz_any, read_text_lines
 from metaal.loop import ActiveLearner
-from metaal.loop.active import run_oracle
+from metaal.loop.session import run_oracle
 
 
 def _sms_txt(shared, tmp_path, n=60):

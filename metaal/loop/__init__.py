@@ -1,6 +1,22 @@
-"""The labeling loop: :func:`simulate` for experiments (and, in :mod:`metaal.loop.active`, the
-:class:`ActiveLearner` for real labeling with a durable store)."""
+"""The labeling loop: :func:`simulate` for experiments and, in :mod:`metaal.loop.session`, the
+labeling session :class:`ActiveLearner` for real labeling with a durable store.
+
+The session module (which loads the SQLite store and the featurizers) is imported on first use of
+``metaal.loop.ActiveLearner`` / ``QueryItem`` (PEP 562), so that importing :mod:`metaal.loop`
+(every environment worker does) stays light.
+"""
+from typing import Any
+
 from metaal.loop.simulate import Curve, evaluate, new_state, simulate, strategy_rng
-from metaal.loop.active import ActiveLearner, QueryItem
 
 __all__ = ["ActiveLearner", "QueryItem", "Curve", "evaluate", "new_state", "simulate", "strategy_rng"]
+
+_SESSION_NAMES = ("ActiveLearner", "QueryItem")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SESSION_NAMES:
+        from metaal.loop import session
+
+        return getattr(session, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

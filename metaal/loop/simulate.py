@@ -1,8 +1,10 @@
 """Simulated active learning: the oracle answers from known pool labels.
 
-The same three functions drive :func:`simulate`, the Gymnasium environments and the real labeling
-loop: :func:`new_state` (an :class:`ALState` with its initial labels fitted), a strategy's
-``select`` and :meth:`ALState.add_labels`, and :func:`evaluate` on held-out data.
+The same functions drive :func:`simulate`, the Gymnasium environments and the labeling session
+(:mod:`metaal.loop.session`): :func:`new_state` (an :class:`ALState` with its initial labels
+fitted), :func:`strategy_rng` (the one generator a strategy gets for a whole run: ``reset`` and
+every ``select``), a strategy's ``select`` and :meth:`ALState.add_labels`, and :func:`evaluate` on
+held-out data.
 """
 from __future__ import annotations
 
@@ -18,13 +20,31 @@ from metaal.state import ALState, Task
 from metaal.strategies import Strategy, get
 
 
-def new_state(task: Task, learner: "str | Learner | Any" = "logreg", budget: int | None = None, seed: int = 0) -> ALState:
-    """An :class:`ALState` over ``task``'s pool with the initial set labeled and the learner fitted."""
-    if budget is not None:
-        task.check_budget(budget)
+def new_state(
+    task: Task,
+    learner: "str | Learner | Any" = "logreg",
+    budget: int | None = None,
+    seed: int = 0,
+    initial: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+) -> ALState:
+    """An :class:`ALState` over ``task``'s pool with the initial set labeled and the learner fitted
+    (one fit, on a fresh learner seeded with ``seed``).
+
+    :param initial: pool positions of the initial set (default ``task.initial``).
+    :param labels: their labels (default: the pool labels ``task.y_pool[initial]``); the labeling
+        session passes the annotator's answers. With an explicit ``initial`` the caller checks the
+        budget (:meth:`Task.check_budget`).
+    """
+    if initial is None:
+        initial = task.initial
+        if budget is not None:
+            task.check_budget(budget)
+    initial = np.asarray(initial, dtype=np.int64)
+    labels = task.y_pool[initial] if labels is None else np.asarray(labels, dtype=np.int64)
     lrn = make_learner(learner, task.n_classes, seed=seed)
     state = ALState(task.X_pool, task.n_classes, lrn, budget=budget, classes=task.classes)
-    state.initialize(task.initial, task.y_pool[task.initial])
+    state.initialize(initial, labels)
     return state
 
 

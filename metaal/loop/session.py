@@ -1,38 +1,53 @@
-"""Real labeling: :class:`ActiveLearner` asks a person (or an oracle) for labels, retrains, and keeps
-every answer in a durable :class:`~metaal.store.Store` so that a session survives a crash.
+"""The labeling session: :class:`ActiveLearner` asks a person (or an oracle) for labels, retrains,
+and keeps every answer in a durable :class:`~metaal.store.Store` so that a session survives a crash.
 
-It runs on the same :class:`~metaal.state.ALState`, learners and strategies as
-:func:`metaal.loop.simulate`, so a strategy (a heuristic or a learned ``policy:...``) behaves at
-labeling time exactly as in simulation.
+It runs on the same split, set-up and step code as :func:`metaal.loop.simulate` (``metaal
+compare``): :func:`metaal.data.make_split`, :meth:`metaal.state.Task.from_split`,
+:func:`~metaal.loop.simulate.new_state`, :func:`~metaal.loop.simulate.strategy_rng` and
+:func:`~metaal.loop.simulate.evaluate`, so a strategy (a heuristic or a learned ``policy:...``)
+sees at labeling time exactly what it sees in simulation: with an oracle, ``metaal label --oracle
+y`` and ``metaal compare`` label the same items in the same order with the same accuracies.
 
 Protocol:
 
-* **Pool and held-out set.** When the data carry labels (a :class:`~metaal.data.Dataset`) and
-  ``test_size > 0``, a stratified ``test_size`` share of the rows (``random_state=seed``, as in the
-  default protocol) is held out: it is never offered for labeling and measures accuracy after every
-  answer. Otherwise (unlabeled data: a bare feature matrix or an ``.npz`` without ``y``, see
-  :class:`metaal.featurize.RawData`; or ``test_size=0``) every row is in the pool, no accuracy is
-  reported, and :meth:`ActiveLearner.progress` gives the model's own estimate instead
-  (cross-validated accuracy on the labels so far and its mean confidence on the unlabeled pool). Features are standardized with statistics of the whole pool
-  (:func:`metaal.state.standardize`).
-* **Cold start.** Before ``initial`` labels exist and while fewer than two classes are labeled,
-  queries are random pool items (reason ``random (cold start)``, ``fallback=True``): an uncertainty
-  strategy has nothing to be uncertain about yet.
+* **Pool, held-out set and initial set.** When the data carry labels (a
+  :class:`~metaal.data.Dataset`) and ``test_size > 0``, the pool, the held-out set (in their
+  order) and the initial set are those of ``make_split(dataset, seed, n_initial=initial,
+  test_size=test_size)``, features are standardized with the pool's statistics
+  (:meth:`~metaal.state.Task.from_split`). The held-out set is never offered for labeling and
+  measures accuracy after every answer. The split's initial items are asked first, in the split's
+  order (reason ``random (cold start)``, ``fallback=True``). Otherwise (unlabeled data: a bare
+  feature matrix or an ``.npz`` without ``y``, see :class:`metaal.featurize.RawData`; or
+  ``test_size=0``) every row is in the pool in row order, no accuracy is reported
+  (:meth:`ActiveLearner.progress` gives the model's own estimate instead: cross-validated accuracy
+  on the labels so far and its mean confidence on the unlabeled pool), and the initial items are
+  random pool items (query number ``q`` draws with ``default_rng([seed, 0x5EED, q])``).
+* **Initial set.** The cold start lasts until ``initial`` labels exist and at least two classes
+  are labeled (after the split's initial items, random ones if the answers hold a single class).
+  When it ends, the labels so far are the initial set: the state is rebuilt as
+  :func:`~metaal.loop.simulate.new_state` builds it (one fit on a fresh learner) and the strategy
+  is reset on it with the generator ``strategy_rng(seed)``, which it then gets for every ``select``
+  (one stream, as in :func:`~metaal.loop.simulate.simulate`).
+* **Budget.** With ``budget=B`` the session asks ``B`` labels after the initial set and then stops
+  (:meth:`ActiveLearner.query` returns nothing, :attr:`ActiveLearner.budget_reached`); the state
+  carries ``budget=B`` so a learned policy's ``budget_used`` rises from 0 to 1 as in training.
+  Without a budget (an open-ended session) the state's budget is None and a policy sees
+  ``budget_used = 0`` throughout.
 * **Query order.** Each query is recorded before it is shown. Queried items that have no answer yet
-  are offered again first (after a crash, a restart or a reload of the web page); the strategy's
-  generator for query number ``q`` is ``default_rng([seed, 0x5EED, q])``, so a resumed session
-  asks exactly what an uninterrupted one would have asked.
-* **Resume.** Creating an :class:`ActiveLearner` on an existing store replays every label (a refit
-  on all but the last answer's, then on all, so the previous predictions that a learned policy
-  observes are restored too) and continues; the store refuses a session with other features, classes, pool,
-  seed, strategy or learner.
+  are offered again first (after a crash, a restart or a reload of the web page).
+* **Resume.** Creating an :class:`ActiveLearner` on an existing store replays every label (the
+  initial set as one fit, the strategy reset on it, then a refit on all but the last answer's, then
+  on all, so the previous predictions that a learned policy observes are restored too) and
+  continues; the store refuses a session with other features, classes, pool, seed, initial size,
+  strategy or learner.
 * **Strategy state.** A strategy that learns across queries (ALBL's bandit) exposes its state with
   :meth:`~metaal.strategies.Strategy.get_state`; it is saved in the same transaction as each query
-  it chose (it only changes while choosing, never when a label arrives, so no acknowledged label
-  can be paired with a stale state) and restored with
-  :meth:`~metaal.strategies.Strategy.set_state` on resume, so a resumed session continues the same
-  query order. A store written before strategy states were saved resumes with a fresh strategy
-  state and a logged warning. :meth:`ActiveLearner.undo` keeps the strategy state.
+  it chose, with the state of the strategy's generator (it only changes while choosing, never when
+  a label arrives, so no acknowledged label can be paired with a stale state), and restored on
+  resume (:meth:`~metaal.strategies.Strategy.set_state`), so a resumed session asks exactly what
+  an uninterrupted one would have asked. A store written before strategy states were saved resumes
+  with a fresh strategy state and a logged warning. :meth:`ActiveLearner.undo` keeps the strategy
+  state and the generator.
 """
 from __future__ import annotations
 
@@ -49,11 +64,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from metaal.data import Dataset, load_dataset
-from metaal.featurize import RawData, load_npz_any
+from metaal.data import Dataset, load_dataset, make_split
 from metaal.errors import ConfigError, DataError, LabelError
+from metaal.featurize import RawData, load_npz_any
 from metaal.learners import Learner, make_learner
-from metaal.state import ALState, standardize
+from metaal.loop.simulate import evaluate, new_state, strategy_rng
+from metaal.state import ALState, Task, standardize
 from metaal.store import Store
 from metaal.strategies import Strategy, get
 
@@ -134,12 +150,18 @@ class ActiveLearner:
     :param learner: a learner name (``logreg``, ``svm``, ...) or a scikit-learn estimator.
     :param store: None (an in-memory store), a path to a ``.sqlite`` file (created or resumed),
         or a :class:`~metaal.store.Store`.
-    :param seed: seeds the held-out split, the cold-start draws and the strategy's generator.
-    :param initial: random cold-start queries until at least this many labels (and two classes).
+    :param seed: seeds the split (as ``metaal compare``'s seed), the learner, the cold-start draws
+        and the strategy's generator.
+    :param initial: size of the initial set: labels asked before the strategy takes over (and
+        until two classes are labeled); with labeled data, the initial set of
+        :func:`~metaal.data.make_split` (at least 2). None: the store's, else 2.
     :param classes: class names ``(C,)``; required for unlabeled data without class names; for
         data with classes it must equal them.
     :param test_size: share of a labeled dataset held out to measure accuracy (0 for none).
     :param checkpoint_every: save the model in the store every this many labels (0: never).
+    :param budget: labels to ask after the initial set; the session stops there. None: the
+        store's budget (an open-ended session for a new store); a different number on resume
+        replaces the store's.
     """
 
     def __init__(
@@ -149,15 +171,24 @@ class ActiveLearner:
         learner: "str | Any" = "logreg",
         store: "Store | str | os.PathLike | None" = None,
         seed: int = 0,
-        initial: int = 2,
+        initial: int | None = None,
         classes: Sequence[str] | None = None,
         test_size: float = 0.3,
         checkpoint_every: int = 10,
+        budget: int | None = None,
     ) -> None:
         self._lock = threading.RLock()
         self.seed = int(seed)
-        self.initial = int(initial)
         self.checkpoint_every = int(checkpoint_every)
+        self.store = store if isinstance(store, Store) else Store(":memory:" if store is None else store)
+        self.resumed = not self.store.is_new
+        stored = self.store.meta if self.resumed else {}
+        if initial is None:
+            initial = stored.get("initial", 2)
+        if budget is None:
+            budget = stored.get("budget")
+        self.initial = int(initial)
+        self.budget = None if budget is None else int(budget)
         source = None
         self.dataset: Dataset | RawData | None
         if isinstance(data, np.ndarray):
@@ -183,61 +214,89 @@ class ActiveLearner:
             y = self.dataset.y
         self.X = X
         n = X.shape[0]
+        name = source or (self.dataset.name if self.dataset is not None else "array")
         if y is not None and test_size > 0:
-            from sklearn.model_selection import train_test_split
-
-            counts = np.bincount(y)
-            strat = y if counts[counts > 0].min() >= 2 else None
-            try:
-                pool, test = train_test_split(np.arange(n), test_size=test_size, stratify=strat, random_state=self.seed)
-            except ValueError as exc:
-                raise DataError(f"cannot hold out a test set ({exc})") from None
-            pool, test = np.sort(pool), np.sort(test)
+            assert isinstance(self.dataset, Dataset)
+            # the split, standardization and initial set of ``metaal compare`` (one code path)
+            split = make_split(self.dataset, self.seed, n_initial=self.initial, test_size=test_size)
+            self.task = Task.from_split(self.dataset, split)
+            self.test_ids = np.asarray(split.test, dtype=np.int64)
+            self.y_test: np.ndarray | None = self.task.y_test
+            self.initial_ids: np.ndarray | None = np.asarray(split.initial, dtype=np.int64)
+            if self.budget is not None:
+                self.task.check_budget(self.budget)
         else:
-            pool, test = np.arange(n), np.zeros(0, dtype=np.int64)
-        self.pool_ids = np.asarray(pool, dtype=np.int64)
-        self.test_ids = np.asarray(test, dtype=np.int64)
+            (X_pool,) = standardize(X)
+            self.task = Task(
+                X_pool=X_pool,
+                y_pool=np.full(n, -1, dtype=np.int64),  # unknown until answered
+                X_test=np.zeros((0, X.shape[1])),
+                y_test=np.zeros(0, dtype=np.int64),
+                initial=np.zeros(0, dtype=np.int64),
+                classes=self.classes,
+                name=str(name),
+                pool_ids=np.arange(n, dtype=np.int64),
+                seed=self.seed,
+            )
+            self.test_ids = np.zeros(0, dtype=np.int64)
+            self.y_test = None
+            self.initial_ids = None
+            if self.budget is not None:
+                self.task.check_budget(self.budget, n_initial=max(self.initial, 2))
+        assert self.task.pool_ids is not None
+        self.pool_ids = np.asarray(self.task.pool_ids, dtype=np.int64)
         self._pos = {int(r): i for i, r in enumerate(self.pool_ids)}
-        self.X_pool, self.X_test = standardize(X[self.pool_ids], X[self.test_ids])
-        self.y_test = None if y is None else y[self.test_ids]
+        self.X_pool, self.X_test = self.task.X_pool, self.task.X_test
         self.strategy = get(strategy) if isinstance(strategy, str) else strategy
         self.strategy_name = strategy if isinstance(strategy, str) else getattr(strategy, "name", type(strategy).__name__)
         self.learner_spec = learner
         learner_name = learner if isinstance(learner, str) else type(learner).__name__
 
-        self.store = store if isinstance(store, Store) else Store(":memory:" if store is None else store)
-        self.resumed = not self.store.is_new
         meta = {
-            "dataset": source or (self.dataset.name if self.dataset is not None else "array"),
+            "dataset": name,
             "strategy": self.strategy_name,
             "learner": learner_name,
             "classes": [str(c) for c in self.classes],
             "seed": self.seed,
             "initial": self.initial,
+            "budget": self.budget,
             "features_sha256": features_checksum(X),
             "n_items": int(n),
             "pool": [int(i) for i in self.pool_ids],
             "test_size": float(test_size) if y is not None else 0.0,
+            "split": "make_split" if self.initial_ids is not None else "none",
         }
+        if self.resumed and self.initial_ids is not None and stored.get("split") != "make_split":
+            raise ConfigError(
+                f"store {self.store.path} was written by an older metaal that drew its own split (a sorted "
+                "pool, not metaal compare's): its labels cannot continue on this one (use a new --store file)"
+            )
         self.meta = self.store.init_session(
-            meta, check=("features_sha256", "classes", "pool", "seed", "strategy", "learner")
+            meta, check=("features_sha256", "classes", "pool", "seed", "initial", "strategy", "learner")
         )
+        if self.resumed and stored.get("budget") != self.budget:
+            self.store.set_meta("budget", self.budget)
+            self.meta = self.store.meta
         self._estimates: dict[bytes, dict[str, Any]] = {}
+        self._rng = strategy_rng(self.seed)
         self._rebuild()
-        self._reset_strategy()
         self._restore_strategy_state()
 
-    def _reset_strategy(self) -> None:
-        """:meth:`Strategy.reset` on the current state, with the session's fixed generator."""
-        self.strategy.reset(self.state, np.random.default_rng([self.seed, 0x5EED]))
+    def position(self, item: int) -> int | None:
+        """The pool position of dataset row ``item``, or None when it is not in the pool."""
+        return self._pos.get(int(item))
 
     def _restore_strategy_state(self) -> None:
-        """Install the strategy state saved with the latest query (after :meth:`Strategy.reset`).
+        """Install the strategy state and the generator state saved with the latest query (after
+        :meth:`Strategy.reset`); nothing to do during the cold start (the strategy is reset when it
+        ends).
 
         A store without one (a new session, or one written before strategy states were saved)
         leaves the fresh state; for a stateful strategy that already chose queries, a warning is
         logged since its query order then differs from an uninterrupted session's.
         """
+        if self.cold_start:
+            return
         saved = self.store.strategy_state()
         if saved is not None:
             try:
@@ -246,6 +305,9 @@ class ActiveLearner:
                 raise ConfigError(
                     f"store {self.store.path}: cannot restore the state of strategy {self.strategy_name!r}: {exc}"
                 ) from None
+            rng = self.store.rng_state()
+            if rng is not None:
+                self._rng.bit_generator.state = rng
             return
         if self.strategy.get_state() and any(q["reason"] != COLD_START_REASON for q in self.store.queries()):
             log.warning(
@@ -256,27 +318,54 @@ class ActiveLearner:
             )
 
     # -- state ------------------------------------------------------------------------------------
-    def _rebuild(self) -> None:
-        """(Re)build the ALState from the labels in the store: a refit on every label but the last
-        answer's, then one with it, so that the previous predictions (``prev_proba``,
-        ``prev_pred``: observation features of learned policies) are those of an uninterrupted
-        session. The last answer is the batch written in the last transaction (one timestamp)."""
+    def _cold_state(self) -> ALState:
+        """The state during the cold start (labels added one answer at a time)."""
         lrn = make_learner(self.learner_spec, len(self.classes), seed=self.seed)
-        self.state = ALState(self.X_pool, len(self.classes), lrn, budget=None, classes=self.classes)
+        return ALState(self.X_pool, len(self.classes), lrn, budget=self.budget, classes=self.classes)
+
+    def _is_initial_set(self, labels: np.ndarray) -> bool:
+        return len(labels) >= self.initial and len(np.unique(labels)) >= 2
+
+    def _start(self, pos: np.ndarray, labels: np.ndarray) -> None:
+        """The cold start is over: the state :func:`new_state` builds with these initial labels
+        (one fit on a fresh learner, ``budget`` counted from here) and the strategy reset on it
+        with a fresh ``strategy_rng(seed)``, as :func:`~metaal.loop.simulate.simulate` does."""
+        order = np.argsort(pos, kind="stable")  # pool order, as Task.initial
+        self.state = new_state(
+            self.task, self.learner_spec, budget=self.budget, seed=self.seed, initial=pos[order], labels=labels[order]
+        )
+        self._rng = strategy_rng(self.seed)
+        self.strategy.reset(self.state, self._rng)
+
+    def _rebuild(self) -> None:
+        """(Re)build the ALState from the labels in the store, as an uninterrupted session built
+        it: the cold-start answers, the initial set as one fit (and the strategy reset on it),
+        then a refit on every later label but the last answer's, then one with it, so that the
+        previous predictions (``prev_proba``, ``prev_pred``: observation features of learned
+        policies) are those of an uninterrupted session. An answer is the batch written in one
+        transaction (one timestamp)."""
         rows = self.store.labels()
         for _, item, _, _ in rows:
             if item not in self._pos:
                 raise DataError(f"store {self.store.path}: labeled item {item} is not in this pool")
-        if rows:
-            pos = np.array([self._pos[i] for _, i, _, _ in rows], dtype=np.int64)
-            labs = np.array([lab for _, _, lab, _ in rows], dtype=np.int64)
-            times = np.array([t for _, _, _, t in rows])
-            earlier = np.flatnonzero(times != times[-1])  # rows written before the last answer
-            cut = int(earlier[-1]) + 1 if len(earlier) else 0
-            if cut:
-                self.state.add_labels(pos[:cut], labs[:cut], refit=True, record=False)
+        pos = np.array([self._pos[i] for _, i, _, _ in rows], dtype=np.int64)
+        labs = np.array([lab for _, _, lab, _ in rows], dtype=np.int64)
+        times = np.array([t for _, _, _, t in rows])
+        ends = [int(j) + 1 for j in np.flatnonzero(times[1:] != times[:-1])] + ([len(rows)] if rows else [])
+        start = next((e for e in ends if self._is_initial_set(labs[:e])), None)
+        if start is None:  # still in the cold start
+            self.state = self._cold_state()
+            done = 0
+        else:
+            self._start(pos[:start], labs[:start])
+            done = start
+        if done < len(rows):
+            cut = max([e for e in ends if e < len(rows)] + [done])  # rows before the last answer
+            if cut > done:
+                self.state.add_labels(pos[done:cut], labs[done:cut], refit=True, record=False)
             self.state.add_labels(pos[cut:], labs[cut:], refit=True, record=False)
-            self.state.history = [np.array([p]) for p in pos]
+            bounds = [done] + [e for e in ends if e > done]
+            self.state.history = [pos[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
     @property
     def model(self) -> Learner:
@@ -289,9 +378,19 @@ class ActiveLearner:
 
     @property
     def cold_start(self) -> bool:
-        """True while queries are random: fewer than ``initial`` labels or fewer than two classes."""
-        y = self.state.y_labeled
-        return len(y) < self.initial or len(np.unique(y)) < 2
+        """True while the initial set is being labeled: fewer than ``initial`` labels or fewer than
+        two classes."""
+        return self.state.n_initial == 0
+
+    @property
+    def n_queried(self) -> int:
+        """Labels after the initial set (what the budget counts; 0 during the cold start)."""
+        return 0 if self.cold_start else self.state.n_queried
+
+    @property
+    def budget_reached(self) -> bool:
+        """True when a budget is set and that many labels follow the initial set."""
+        return self.budget is not None and not self.cold_start and self.state.n_queried >= self.budget
 
     def class_index(self, label: Any) -> int:
         """A class index from an index or a class name.
@@ -330,10 +429,13 @@ class ActiveLearner:
         )
 
     def query(self, k: int = 1) -> list[QueryItem]:
-        """The next ``k`` items to label: unanswered earlier queries first, then new picks of the
-        strategy (random during the cold start). New picks are recorded in the store.
+        """The next ``k`` items to label: unanswered earlier queries first, then new picks: the
+        initial set's items during the cold start (random ones for unlabeled data), the
+        strategy's afterwards. New picks are recorded in the store.
 
-        :returns: up to ``k`` items (fewer when the pool runs out).
+        :returns: up to ``k`` items; fewer when the pool runs out, when the budget allows fewer,
+            and at the end of the cold start (the strategy picks once the initial set is fitted);
+            none once the budget is reached.
         """
         if k < 1:
             raise ConfigError(f"k must be >= 1 (got {k})")
@@ -350,20 +452,34 @@ class ActiveLearner:
             m = k - len(out)
             if m == 0:
                 return out
+            if self.budget is not None and not self.cold_start:
+                # pending items (asked, not answered) count against the budget too
+                m = min(m, self.budget - st.n_queried - len(pending))
+                if m <= 0:
+                    return out
             excluded = {self._pos[i] for i in self.store.skipped()} | {self._pos[p[0]] for p in pending}
             free = np.array([p for p in st.unlabeled_idx if int(p) not in excluded], dtype=np.int64)
             if free.size == 0:
                 return out
             m = min(m, free.size)
-            rng = np.random.default_rng([self.seed, 0x5EED, self.store.n_queries])
             scores: dict[int, float] = {}
+            rng_state = None
             if self.cold_start:
-                picks = rng.permutation(free)[:m]
                 reason, fallback = COLD_START_REASON, True
+                todo = np.zeros(0, dtype=np.int64)
+                if self.initial_ids is not None:  # the split's initial items, in the split's order
+                    fset = set(free.tolist())
+                    todo = np.array([p for p in (self._pos[int(r)] for r in self.initial_ids) if p in fset], dtype=np.int64)
+                if todo.size:
+                    picks = todo[:m]
+                else:  # unlabeled data, or answers that hold a single class so far: random items
+                    picks = np.random.default_rng([self.seed, 0x5EED, self.store.n_queries]).permutation(free)[:m]
+                strategy_state = None
             else:
                 n_unl = len(st.unlabeled_idx)
                 ask = min(n_unl, m + len(excluded & set(int(p) for p in st.unlabeled_idx)))
-                chosen = np.asarray(self.strategy.select(st, ask, rng), dtype=np.int64).reshape(-1)
+                # the one generator stream of the run, as in simulate (saved with the query below)
+                chosen = np.asarray(self.strategy.select(st, ask, self._rng), dtype=np.int64).reshape(-1)
                 picks = np.array([p for p in chosen if int(p) not in excluded][:m], dtype=np.int64)
                 fallback = bool(getattr(self.strategy, "is_fallback", False))
                 fb_name = getattr(self.strategy, "fallback_name", "heuristic")
@@ -374,22 +490,25 @@ class ActiveLearner:
                         scores = {int(p): float(v) for p, v in zip(st.unlabeled_idx, s)}
                     except (NotImplementedError, ValueError, TypeError):
                         scores = {}
+                strategy_state = self.strategy.get_state()
+                rng_state = self._rng.bit_generator.state
             sc = [scores.get(int(p)) for p in picks]
             # the strategy's state after this choice, in the query's transaction (restored on resume)
             qid = self.store.add_query(
-                [int(self.pool_ids[p]) for p in picks], reason, sc, strategy_state=self.strategy.get_state()
+                [int(self.pool_ids[p]) for p in picks], reason, sc, strategy_state=strategy_state, rng_state=rng_state
             )
             out.extend(self._item(int(p), reason, fallback, s, qid) for p, s in zip(picks, sc))
             return out
 
     def teach(self, ids: "int | Sequence[int]", labels: "Any | Sequence[Any]") -> int:
-        """Record answers and retrain.
+        """Record answers and retrain; the answer that completes the initial set starts the
+        strategy's part of the session (see the module's protocol).
 
         :param ids: item ids (dataset rows) as returned by :meth:`query`; one or a sequence.
         :param labels: class indices or class names, one per id.
         :returns: the number of new labels (repeating an identical answer adds none).
-        :raises LabelError: unknown class, id not in the pool, or an id already labeled differently;
-            nothing is stored or learned then.
+        :raises LabelError: unknown class, id not in the pool, an id already labeled differently,
+            or more new labels than the budget has left; nothing is stored or learned then.
         """
         ids_l = [int(i) for i in np.atleast_1d(np.asarray(ids)).tolist()]
         labs_in = labels if isinstance(labels, (list, tuple, np.ndarray)) else [labels]
@@ -397,13 +516,30 @@ class ActiveLearner:
         if len(ids_l) != len(labs):
             raise LabelError(f"{len(ids_l)} ids but {len(labs)} labels")
         with self._lock:
+            if self.budget is not None and not self.cold_start:
+                known = self.store.label_of()
+                n_new = len({i for i in ids_l if i not in known})
+                if self.state.n_queried + n_new > self.budget:
+                    raise LabelError(
+                        f"the budget of {self.budget} labels after the initial set is reached "
+                        f"({self.state.n_queried} given): start a session with a larger --budget"
+                    )
             qids = {item: qid for item, qid, _, _ in self.store.pending()}
             qid = qids.get(ids_l[0]) if ids_l else None
             new = self.store.add_labels(ids_l, labs, query_id=qid)
             if not new:
                 return 0
             pos = np.array([self._pos[i] for i, _ in new], dtype=np.int64)
-            self.state.add_labels(pos, np.array([lab for _, lab in new], dtype=np.int64))
+            lab = np.array([lab for _, lab in new], dtype=np.int64)
+            if self.cold_start:
+                all_pos = np.concatenate([self.state.labeled_idx, pos])
+                all_lab = np.concatenate([self.state.labels[self.state.labeled_idx], lab])
+                if self._is_initial_set(all_lab):
+                    self._start(all_pos, all_lab)
+                else:
+                    self.state.add_labels(pos, lab)
+            else:
+                self.state.add_labels(pos, lab)
             self._evaluate_and_checkpoint()
             return len(new)
 
@@ -416,8 +552,6 @@ class ActiveLearner:
 
     def evaluate(self) -> tuple[float | None, float | None]:
         """Accuracy and macro-F1 on the held-out set (None without one)."""
-        from metaal.loop.simulate import evaluate
-
         if self.y_test is None or len(self.y_test) == 0:
             return None, None
         return evaluate(self.model, self.X_test, self.y_test)
@@ -430,16 +564,19 @@ class ActiveLearner:
     def undo(self) -> tuple[int, str] | None:
         """Remove the last label and retrain; returns ``(item id, class name)`` removed, or None.
 
-        The strategy keeps its state (an ALBL bandit is not restarted), as a resumed session would.
+        The strategy keeps its state (an ALBL bandit is not restarted) and its generator, as a
+        resumed session would; an undo back into the cold start resets both when it ends again.
         """
         with self._lock:
             gone = self.store.undo()
             if gone is None:
                 return None
-            kept = self.strategy.get_state()
+            kept, rng = self.strategy.get_state(), self._rng.bit_generator.state
+            was_cold = self.cold_start
             self._rebuild()
-            self._reset_strategy()
-            self.strategy.set_state(kept)
+            if not self.cold_start and not was_cold:  # still after the initial set: keep both
+                self.strategy.set_state(kept)
+                self._rng.bit_generator.state = rng
             return gone[0], str(self.classes[gone[1]])
 
     def estimate(self, max_folds: int = 5) -> dict[str, Any]:
@@ -477,7 +614,8 @@ class ActiveLearner:
             return out
 
     def progress(self) -> dict[str, Any]:
-        """Number labeled, label counts per class, the latest held-out accuracy and the curve;
+        """Number labeled, label counts per class, the latest held-out accuracy and the curve, the
+        budget (``budget``, ``n_queried``: labels after the initial set, ``budget_reached``);
         without a held-out set, ``estimate`` holds :meth:`estimate` (else None)."""
         with self._lock:
             counts = np.bincount(self.state.y_labeled, minlength=len(self.classes))
@@ -495,6 +633,9 @@ class ActiveLearner:
                 "curve": curve,
                 "strategy": self.strategy_name,
                 "cold_start": self.cold_start,
+                "budget": self.budget,
+                "n_queried": self.n_queried,
+                "budget_reached": self.budget_reached,
                 "estimate": self.estimate() if len(self.test_ids) == 0 else None,
             }
 
@@ -570,21 +711,22 @@ def _report_png(prog: dict[str, Any], path: Path, title: str = "") -> None:
 def run_oracle(
     learner: ActiveLearner,
     oracle: np.ndarray,
-    n: int,
+    n: int | None = None,
     delay: float = 0.0,
     callback: Callable[[QueryItem, int, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Answer queries from known labels until ``n`` items are labeled (earlier labels of a resumed
-    session count) or the pool runs out.
+    session count), the session's budget is reached or the pool runs out.
 
     :param oracle: labels of every dataset row, shape ``(n_items,)``, class indices.
+    :param n: stop at this many labels (None: only the budget or the pool stops).
     :param delay: seconds to wait before each answer (a simulated annotator).
     :param callback: called after each answer with ``(item, label, progress)``.
     """
     oracle = np.asarray(oracle)
     if oracle.ndim != 1 or len(oracle) != learner.X.shape[0]:
         raise DataError(f"oracle labels must have shape ({learner.X.shape[0]},), got {oracle.shape}")
-    while learner.n_labeled < n:
+    while n is None or learner.n_labeled < n:
         items = learner.query(1)
         if not items:
             break
