@@ -38,6 +38,8 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 
+from metaal.observe import N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES
+
 NEG_INF = -1e8
 
 
@@ -344,8 +346,6 @@ class MaskedDQN(DQN):
 def obs_space(k: int, n_candidate_features: int | None = None, n_global_features: int | None = None) -> spaces.Dict:
     """The Dict observation space of :mod:`metaal.observe` with ``k`` candidates (the same keys
     and shapes as ``metaal/Pool-v0``)."""
-    from metaal.observe import N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES
-
     F = n_candidate_features or N_CANDIDATE_FEATURES
     G = n_global_features or N_GLOBAL_FEATURES
     return spaces.Dict(

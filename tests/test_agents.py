@@ -100,7 +100,7 @@ def test_permutation_equivariance_and_any_k(context):
 
 def test_saved_policy_reloads_and_acts_identically(policy_file):
     from metaal.agents import LearnedStrategy
-    from metaal.agents.strategy import policy_logits, read_metadata
+    from metaal.agents import policy_logits, read_metadata
 
     path, model = policy_file
     meta = read_metadata(path)
@@ -183,7 +183,7 @@ def test_wrong_observation_version_falls_back(policy_file, tmp_path):
 
 
 def test_policy_default_via_compare_cli(tmp_path):
-    from metaal.agents.strategy import resolve_policy_path
+    from metaal.agents.policy_file import resolve_policy_path
     from metaal.cli import main
 
     if not resolve_policy_path("default").is_file():
@@ -233,7 +233,7 @@ def test_evaluate_cli_tables_tests_and_budget_caps(tmp_path, capsys):
     # two evaluations on disjoint datasets merge into the one over both (scripts/merge_evaluations.py)
     import copy
 
-    from metaal.experiments.train import merge_results
+    from metaal.experiments.evaluate import merge_results
 
     parts = []
     for keep in (["wine"], ["iris"]):
@@ -366,7 +366,7 @@ def test_committed_training_configs_load(name):
 
 def test_tiny_training_run_writes_policy_tb_and_resumes(tmp_path):
     pytest.importorskip("metaal.envs.pool")
-    from metaal.agents.strategy import read_metadata
+    from metaal.agents.policy_file import read_metadata
     from metaal.agents.train import train
 
     rl = {"enabled": True, "init": "scratch", "total_timesteps": 64, "n_envs": 1,
@@ -399,7 +399,7 @@ def test_tiny_training_run_writes_policy_tb_and_resumes(tmp_path):
 def test_rl_starts_from_a_stage_with_another_network(tmp_path):
     """PPO fine-tuning from a policy file whose network differs from the config's (a variant)."""
     pytest.importorskip("metaal.envs.pool")
-    from metaal.agents.strategy import load_model
+    from metaal.agents.policy_file import load_model
     from metaal.agents.train import _save, make_model, train
 
     src_cfg = _cfg(network={"context": "attention"})
@@ -552,7 +552,7 @@ def test_masked_dqn_explores_among_valid_candidates_only(dqn_run):
 def test_dqn_policy_file_reloads_acts_identically_and_simulates(dqn_run):
     from metaal.agents import LearnedStrategy
     from metaal.agents.networks import MaskedDQN
-    from metaal.agents.strategy import load_model, policy_logits, read_metadata
+    from metaal.agents import load_model, policy_logits, read_metadata
 
     path, model, _, _, _ = dqn_run
     meta = read_metadata(path)
@@ -605,7 +605,7 @@ def test_dqn_config_and_init_from_imitation(policy_file, dqn_run):
 def test_tiny_dqn_training_run_and_resume(tmp_path):
     pytest.importorskip("metaal.envs.pool")
     from metaal.agents.networks import MaskedDQN
-    from metaal.agents.strategy import load_model
+    from metaal.agents.policy_file import load_model
     from metaal.agents.train import train
 
     rl = {"enabled": True, "algo": "DQN", "init": "scratch", "total_timesteps": 64, "n_envs": 1,
@@ -629,7 +629,7 @@ def test_dqn_config_with_imitation_stages(tmp_path):
     """In a DQN config, behaviour cloning still trains a MaskablePPO policy; the DQN run starts
     from it, and each stage file records its own algorithm."""
     pytest.importorskip("metaal.envs.pool")
-    from metaal.agents.strategy import read_metadata
+    from metaal.agents.policy_file import read_metadata
     from metaal.agents.train import train
 
     rl = {"enabled": True, "algo": "DQN", "init": "imitation", "total_timesteps": 32, "n_envs": 1,

@@ -334,7 +334,7 @@ def test_training_run_reproduces_its_policy(tmp_path, vec_env, workers):
     on scikit-learn Pool-v0 envs or on the batched env in two worker processes."""
     import torch
 
-    from metaal.agents.strategy import load_model
+    from metaal.agents.policy_file import load_model
     from metaal.agents.train import load_config, train
 
     raw = {"k": 8, "network": {"embed_dim": 16, "head": 16}, "budget_range": [4, 8], "jobs": 1,
@@ -353,7 +353,7 @@ def test_training_run_reproduces_its_policy(tmp_path, vec_env, workers):
             params.append(model.policy.state_dict())
     params = [params[1], params[3], params[0], params[2]]  # rl_128 of both runs, then the chosen policies
     # the policy files are byte-identical too (same sha256), not only the weights
-    from metaal.agents.strategy import read_metadata
+    from metaal.agents.policy_file import read_metadata
 
     assert read_metadata(tmp_path / "a" / "policy.zip")["sha256"] == read_metadata(tmp_path / "b" / "policy.zip")["sha256"]
     assert (tmp_path / "a" / "stages" / "rl_128.zip").read_bytes() == (tmp_path / "b" / "stages" / "rl_128.zip").read_bytes()

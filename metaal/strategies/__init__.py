@@ -1,7 +1,8 @@
 """Query strategies (heuristics) and their registry.
 
 ``metaal.strategies.get("margin")`` returns a fresh instance; ``names()`` lists the registered
-heuristics; ``policy:PATH`` resolves to a learned policy from :mod:`metaal.agents`.
+heuristics; ``policy:PATH`` resolves to a learned policy registered by the agents layer (entry point
+group ``metaal.strategies``).
 
 Registered heuristics: ``random``, ``least_confident``, ``margin``, ``entropy``
 (:mod:`~metaal.strategies.uncertainty`); ``qbc_vote``, ``qbc_kl``, ``bald``
