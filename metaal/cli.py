@@ -15,6 +15,7 @@ from metaal.errors import MetaalError
 
 COMMAND_MODULES = [
     "metaal.experiments.train",
+    "metaal.experiments.evaluate",
     "metaal.experiments.compare",
     "metaal.featurize_cli",
     "metaal.label_cli",
