@@ -125,7 +125,7 @@ def lookahead_gains(state: ALState, task: Task, indices: np.ndarray, mask: np.nd
 
     s0 = score(state.learner.predict_proba(Xr))
     est = state.learner.estimator
-    warm_ok = hasattr(est, "coef_") and hasattr(est, "warm_start") and state.learner._prior is None
+    warm_ok = hasattr(est, "coef_") and hasattr(est, "warm_start") and state.learner.prior is None
     known = set(state.learner.classes_.tolist())
     seen: dict[frozenset[int], float] = {}
 

@@ -32,13 +32,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from metaal.data import Dataset, check_features, data_arrays
+from metaal.data import Dataset, check_features, data_arrays, load_dataset, load_npz
 from metaal.errors import ConfigError, DataError
 
 DEFAULT_TEXT_MODEL = "minilm"
-IMAGE_BASELINES = ("hog", "pixels", "pca")
 TORCHVISION_MODELS = ("resnet18", "resnet50")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -706,8 +704,6 @@ def load_unlabeled_image_folder(root: str | os.PathLike, size: tuple[int, int] |
 def load_npz_any(path: str | os.PathLike) -> "Dataset | RawData":
     """An ``.npz`` with ``y`` as a :class:`~metaal.data.Dataset` (:func:`metaal.data.load_npz`),
     without ``y`` as :class:`RawData` (``X`` and/or ``text`` / ``images``, optional ``classes``)."""
-    from metaal.data import load_npz
-
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -727,8 +723,6 @@ def load_raw(spec: str | os.PathLike, text_column: str | None = None) -> "Datase
     """Whatever ``metaal featurize --data`` accepts: a ``.txt`` (one document per line), a ``.csv``
     with ``text_column``, a folder of images (``CLASS/*.png`` gives labels, images directly inside
     give :class:`RawData`), an ``.npz`` with or without ``y``, or a dataset name / ``sklearn:NAME``."""
-    from metaal.data import load_dataset
-
     p = Path(spec)
     if p.is_dir():
         if any(d.is_dir() for d in p.iterdir()):

@@ -14,7 +14,13 @@ from metaal.envs.rewards import headroom, step_reward  # noqa: E402
 from metaal.envs.vec_pool import BatchedPoolVecEnv, pool_spaces  # noqa: E402
 from metaal.errors import ConfigError  # noqa: E402
 from metaal.state import ALState  # noqa: E402
-from metaal.torch_learners import TorchLogReg  # noqa: E402
+from metaal.learners import Learner  # noqa: E402
+from metaal.torch_learners import TorchLogRegEstimator  # noqa: E402
+
+
+def TorchLogReg(n_classes: int, device: str = "cpu") -> Learner:  # noqa: N802
+    """The ``torch_logreg`` learner on ``device``."""
+    return Learner(TorchLogRegEstimator(device=device), n_classes, "torch_logreg")
 
 SMALL = ["sklearn:wine", "sklearn:breast_cancer"]
 
