@@ -17,6 +17,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from metaal.data import load_splits
+from metaal.errors import ConfigError
+from metaal.experiments.report import format_table, write_report
+from metaal.experiments.runner import (
+    BACKENDS,
+    check_learner,
+    check_strategies,
+    load_datasets,
+    prepare_tasks,
+    run_cells,
+)
+
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``compare`` parser to the ``metaal`` command."""
@@ -52,18 +64,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Validate everything, run the cells, write the reports and print the summary table."""
-    from metaal.data import load_splits
-    from metaal.errors import ConfigError
-    from metaal.experiments.report import format_table, write_report
-    from metaal.experiments.runner import (
-        BACKENDS,
-        check_learner,
-        check_strategies,
-        load_datasets,
-        prepare_tasks,
-        run_cells,
-    )
-
     # cheap checks first, so a typo never waits for a dataset to load
     if args.backend not in BACKENDS:
         raise ConfigError(f"unknown backend {args.backend!r} (use {' or '.join(BACKENDS)})")
