@@ -182,6 +182,7 @@ def test_wrong_observation_version_falls_back(policy_file, tmp_path):
     assert s.is_fallback and "fallback=random" in s.name
 
 
+@pytest.mark.slow
 def test_policy_default_via_compare_cli(tmp_path):
     from metaal.agents.policy_file import resolve_policy_path
     from metaal.cli import main
@@ -200,6 +201,7 @@ def test_policy_default_via_compare_cli(tmp_path):
     assert "policy:default" in text and "margin" in text
 
 
+@pytest.mark.slow
 def test_evaluate_cli_tables_tests_and_budget_caps(tmp_path, capsys):
     """`metaal evaluate`: per-dataset Wilcoxon tests against margin, W/T/L that add up, budgets
     capped at the pool, heuristics run once (their smaller-budget curve is a prefix)."""
@@ -253,6 +255,7 @@ def test_evaluate_cli_tables_tests_and_budget_caps(tmp_path, capsys):
 # imitation and training
 
 
+@pytest.mark.slow
 def test_expert_gains_and_behaviour_cloning(wine):
     from metaal.agents.imitation import TaskSampler, agreement, bc_train, collect, lookahead_gains, soft_targets
     from metaal.agents.train import make_model
@@ -364,6 +367,7 @@ def test_committed_training_configs_load(name):
     assert cfg["datasets"]["train"] == "meta_train"
 
 
+@pytest.mark.slow
 def test_tiny_training_run_writes_policy_tb_and_resumes(tmp_path):
     pytest.importorskip("metaal.envs.pool")
     from metaal.agents.policy_file import read_metadata
@@ -396,6 +400,7 @@ def test_tiny_training_run_writes_policy_tb_and_resumes(tmp_path):
         train(_cfg(seed=5, imitation={"enabled": False}, rl=rl), out, progress=False)
 
 
+@pytest.mark.slow
 def test_rl_starts_from_a_stage_with_another_network(tmp_path):
     """PPO fine-tuning from a policy file whose network differs from the config's (a variant)."""
     pytest.importorskip("metaal.envs.pool")
@@ -460,6 +465,7 @@ def dqn_run(tmp_path_factory):
     return path, model, cfg, init, seen
 
 
+@pytest.mark.slow
 def test_dqn_trains_on_pool_env_with_valid_actions_only(dqn_run):
     from metaal.agents.networks import MaskedDQN, SetDQNPolicy
 
@@ -510,6 +516,7 @@ def test_dqn_q_values_equivariant_any_k_and_greedy_valid(context):
     assert torch.equal(pol16._predict(pad, deterministic=True), greedy)
 
 
+@pytest.mark.slow
 def test_masked_dqn_explores_among_valid_candidates_only(dqn_run):
     from stable_baselines3 import DQN
 
@@ -549,6 +556,7 @@ def test_masked_dqn_explores_among_valid_candidates_only(dqn_run):
     assert mask[np.arange(3), greedy].all() and greedy[2] == 15
 
 
+@pytest.mark.slow
 def test_dqn_policy_file_reloads_acts_identically_and_simulates(dqn_run):
     from metaal.agents import LearnedStrategy
     from metaal.agents.networks import MaskedDQN
@@ -577,6 +585,7 @@ def test_dqn_policy_file_reloads_acts_identically_and_simulates(dqn_run):
     assert len(c1.queried) == 8 and c1.queried == c2.queried
 
 
+@pytest.mark.slow
 def test_dqn_config_and_init_from_imitation(policy_file, dqn_run):
     from metaal.agents.train import init_weights, load_config, make_model
 
@@ -602,6 +611,7 @@ def test_dqn_config_and_init_from_imitation(policy_file, dqn_run):
         init_weights(make_model(_cfg()), dqn_run[1])
 
 
+@pytest.mark.slow
 def test_tiny_dqn_training_run_and_resume(tmp_path):
     pytest.importorskip("metaal.envs.pool")
     from metaal.agents.networks import MaskedDQN
@@ -625,6 +635,7 @@ def test_tiny_dqn_training_run_and_resume(tmp_path):
     assert set(s2["stages"]) == {"rl_64", "rl_96"} and (out / "checkpoints" / "rl_model_96_steps.zip").is_file()
 
 
+@pytest.mark.slow
 def test_dqn_config_with_imitation_stages(tmp_path):
     """In a DQN config, behaviour cloning still trains a MaskablePPO policy; the DQN run starts
     from it, and each stage file records its own algorithm."""

@@ -184,6 +184,7 @@ def test_all_expands_to_every_registered_heuristic() -> None:
 # Ray
 
 
+@pytest.mark.slow
 def test_ray_backend_equals_joblib() -> None:
     pytest.importorskip("ray", reason="Ray is not installed (pip install metaal[ray]); Ray backend untested")
     args = dict(seeds=2, budget=8, initial=6, batch_size=2)
@@ -256,6 +257,7 @@ def test_bad_input_is_one_line_and_exit_2(case: str, tmp_path: Path, capsys: pyt
     assert not (tmp_path / "out").exists()  # nothing ran, nothing written
 
 
+@pytest.mark.slow
 def test_bad_input_through_the_real_command(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "metaal.cli", "compare", "--data", "sklearn:wine", "--strategies", "nope",

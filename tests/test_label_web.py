@@ -58,6 +58,7 @@ def make_driver(profile: Path):
 
 @pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
                     reason="needs Debian chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver)")
+@pytest.mark.slow
 def test_click_labels_restart_nothing_lost(tmp_path, wine):
     pytest.importorskip("selenium")
     from selenium.webdriver.common.by import By

@@ -144,6 +144,7 @@ def _label_cmd(store: Path, n: int, delay: float) -> list[str]:
             "--strategy", "margin", "--oracle", "y", "--n", str(n), "--delay", str(delay)]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_session_then_resume(tmp_path, wine):
     n_total, n_before_kill = 16, 6
     # reference: the same session without interruption (in process)

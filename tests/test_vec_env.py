@@ -174,6 +174,7 @@ def test_label_cost_restarts_early_and_truncates_at_round_end():
     assert env.round_step == 0 and all(s.n_labeled == 10 for s in env.states)  # a new round began
 
 
+@pytest.mark.slow
 def test_maskable_ppo_learns_on_it():
     sb3c = pytest.importorskip("sb3_contrib")
     env = _env(num_envs=4, budget=5)
@@ -224,6 +225,7 @@ def test_geometry_matches_state_and_pool_density():
         np.testing.assert_allclose(dens[i], pool_density(st), rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_lazy_export_does_not_import_torch():
     import subprocess
     import sys
@@ -291,6 +293,7 @@ def test_sharded_env_equals_its_shards_stepped_alone():
         env.close()
 
 
+@pytest.mark.slow
 def test_sharded_env_seed_method_reproduces_and_maskable_ppo_trains():
     from sb3_contrib import MaskablePPO
     from stable_baselines3.common.vec_env import VecMonitor
@@ -334,6 +337,7 @@ def test_a_failing_shard_reports_its_error():
             env.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("vec_env,workers", [("dummy", 1), ("batched", 2)])
 def test_training_run_reproduces_its_policy(tmp_path, vec_env, workers):
     """`metaal train` twice from one config gives the same network, bit for bit, whether PPO runs
