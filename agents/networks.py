@@ -31,12 +31,11 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from torch import nn
-
 from stable_baselines3 import DQN
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
+from torch import nn
 
 from metaal.observe import N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from metaal.dataset import Dataset, as_labels, check_features, data_arrays
+from metaal.dataset import Dataset, check_features, data_arrays
 from metaal.errors import DataError
 from metaal.synthetic import from_spec
 

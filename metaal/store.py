@@ -186,13 +186,13 @@ class Store:
     def labels(self) -> list[tuple[int, int, int, float]]:
         """Active labels in the order given: ``(seq, item, label, time)``."""
         return [
-            (int(s), int(i), int(l), float(t))
-            for s, i, l, t in self._read("SELECT seq, item, label, time FROM labels WHERE undone_at IS NULL ORDER BY seq")
+            (int(s), int(i), int(lab), float(t))
+            for s, i, lab, t in self._read("SELECT seq, item, label, time FROM labels WHERE undone_at IS NULL ORDER BY seq")
         ]
 
     def label_of(self) -> dict[int, int]:
         """``{item: label}`` for every active label."""
-        return {i: l for _, i, l, _ in self.labels()}
+        return {i: lab for _, i, lab, _ in self.labels()}
 
     @property
     def n_labels(self) -> int:
@@ -267,8 +267,8 @@ class Store:
     def undone(self) -> list[tuple[int, int, float]]:
         """Removed labels: ``(item, label, undone_at)``."""
         return [
-            (int(i), int(l), float(t))
-            for i, l, t in self._read("SELECT item, label, undone_at FROM labels WHERE undone_at IS NOT NULL ORDER BY seq")
+            (int(i), int(lab), float(t))
+            for i, lab, t in self._read("SELECT item, label, undone_at FROM labels WHERE undone_at IS NOT NULL ORDER BY seq")
         ]
 
     # -- queries and skips -------------------------------------------------------------------------

@@ -43,7 +43,6 @@ import contextlib
 from typing import Any, Iterator
 
 import numpy as np
-
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from metaal.errors import ConfigError, DataError

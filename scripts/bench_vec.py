@@ -123,7 +123,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    import torch
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     from metaal.envs.vec_shard import make_batched_vec_env

@@ -11,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+# ruff: noqa: E402  (imported after the torch check)
 from metaal.data import load_dataset, make_split
 from metaal.errors import ConfigError, PolicyError
 from metaal.loop.simulate import new_state, simulate
@@ -99,8 +100,7 @@ def test_permutation_equivariance_and_any_k(context):
 
 
 def test_saved_policy_reloads_and_acts_identically(policy_file):
-    from metaal.agents import LearnedStrategy
-    from metaal.agents import policy_logits, read_metadata
+    from metaal.agents import LearnedStrategy, policy_logits, read_metadata
 
     path, model = policy_file
     meta = read_metadata(path)
@@ -291,7 +291,7 @@ def test_beam_expert_is_the_exhaustive_two_step_search_when_wide(wine):
     """Beam lookahead: depth 1 is the greedy expert; with a beam as wide as the candidate set the
     depth-2 score of a candidate is the best gain of a pair starting with it (per label), brute
     forced here; a narrow beam re-scores only its survivors and ranks them above the rest."""
-    from metaal.agents.imitation import collect, lookahead_gains, TaskSampler
+    from metaal.agents.imitation import TaskSampler, collect, lookahead_gains
 
     task = _task()
     state = new_state(task, "svm", budget=10)  # cold refits: the brute force below is exact
@@ -558,9 +558,8 @@ def test_masked_dqn_explores_among_valid_candidates_only(dqn_run):
 
 @pytest.mark.slow
 def test_dqn_policy_file_reloads_acts_identically_and_simulates(dqn_run):
-    from metaal.agents import LearnedStrategy
+    from metaal.agents import LearnedStrategy, load_model, policy_logits, read_metadata
     from metaal.agents.networks import MaskedDQN
-    from metaal.agents import load_model, policy_logits, read_metadata
 
     path, model, _, _, _ = dqn_run
     meta = read_metadata(path)

@@ -10,7 +10,7 @@ from metaal import strategies
 from metaal.data import Dataset, load_dataset, make_split
 from metaal.errors import ConfigError
 from metaal.loop import new_state, simulate
-from metaal.state import ALState, Task
+from metaal.state import Task
 from metaal.strategies.committee import (
     bootstrap_indices,
     committee_proba,
