@@ -252,8 +252,13 @@ def _episode(sampler: TaskSampler, seed: int, k: int, budget_range: tuple[int, i
     n = len(gains)
     K = k
     if n == 0:
-        return Demonstrations(np.zeros((0, K, N_CANDIDATE_FEATURES), np.float32), np.zeros((0, N_GLOBAL_FEATURES), np.float32),
-                              np.zeros((0, K), bool), np.zeros((0, K)), np.zeros(0, dtype="<U64"))
+        return Demonstrations(
+            np.zeros((0, K, N_CANDIDATE_FEATURES), np.float32),
+            np.zeros((0, N_GLOBAL_FEATURES), np.float32),
+            np.zeros((0, K), bool),
+            np.zeros((0, K)),
+            np.zeros(0, dtype="<U64"),
+        )
     return Demonstrations(np.stack(cands), np.stack(globs), np.stack(masks), np.stack(gains),
                           np.array([spec] * n, dtype="<U64"))
 

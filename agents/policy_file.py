@@ -145,7 +145,10 @@ def read_metadata(zip_path: "str | os.PathLike") -> dict[str, Any]:
             raise PolicyError(f"policy metadata {mp} lacks {key!r}")
     digest = sha256_file(zp)
     if digest != meta["sha256"]:
-        raise PolicyError(f"policy file {zp} is corrupt: sha256 {digest[:12]}... does not match the metadata's {str(meta['sha256'])[:12]}...")
+        raise PolicyError(
+            f"policy file {zp} is corrupt: sha256 {digest[:12]}... does not match the metadata's "
+            f"{str(meta['sha256'])[:12]}..."
+        )
     if meta["obs_version"] != OBS_VERSION:
         raise PolicyError(
             f"policy {zp} was trained on observation version {meta['obs_version']!r}, this metaal "

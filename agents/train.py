@@ -14,8 +14,8 @@ Stages (each writes its output into ``DIR`` and is skipped on ``--resume`` when 
    Every stage is evaluated on the validation datasets.
 4. RL (``rl.enabled``): MaskablePPO (or PPO, or DQN: ``MaskedDQN`` + ``SetDQNPolicy``) with the
    set-equivariant policy on the ``metaal/Pool-v0`` environment over the meta-train datasets,
-   started from the best imitation
-   stage (``rl.init: imitation``), from scratch (``scratch``) or from a policy file (a path); SB3 vector environments; checkpoints under
+   started from the best imitation stage (``rl.init: imitation``), from scratch (``scratch``) or
+   from a policy file (a path); SB3 vector environments; checkpoints under
    ``DIR/checkpoints`` every ``checkpoint_every`` steps; a validation evaluation every
    ``eval.every_steps`` steps logged as ``eval/aulc_policy``, ``eval/aulc_margin``,
    ``eval/aulc_random`` in the same TensorBoard run as the PPO scalars; ``--resume`` continues

@@ -344,7 +344,9 @@ def load_image_encoder(spec: str, weights: str | os.PathLike | None = None) -> t
         try:
             return torch.jit.load(str(p), map_location="cpu"), False
         except (RuntimeError, ValueError) as exc:
-            raise ConfigError(f"{p}: not a TorchScript file ({exc.__class__.__name__}); save it with torch.jit.save") from None
+            raise ConfigError(
+                f"{p}: not a TorchScript file ({exc.__class__.__name__}); save it with torch.jit.save"
+            ) from None
     if ":" in spec and not p.suffix:
         mod_name, attr = spec.split(":", 1)
         try:
@@ -440,7 +442,9 @@ def featurize_images(
     if model == "pca":
         return pca_features(images, n_components=n_components, seed=seed)
     enc, imagenet = load_image_encoder(model, weights)
-    return torch_features(images, enc, imagenet=imagenet, size=size, batch_size=batch_size, device=device, progress=progress)
+    return torch_features(
+        images, enc, imagenet=imagenet, size=size, batch_size=batch_size, device=device, progress=progress
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -468,7 +472,9 @@ def load_features_file(path: str | os.PathLike, n_items: int) -> np.ndarray:
     if X.ndim != 2:
         raise DataError(f"{path}: features must be 2-D (n, d), got shape {X.shape}")
     if X.shape[0] != n_items:
-        raise DataError(f"{path}: features have {X.shape[0]} rows but there are {n_items} items (row counts must match)")
+        raise DataError(
+            f"{path}: features have {X.shape[0]} rows but there are {n_items} items (row counts must match)"
+        )
     if not np.issubdtype(X.dtype, np.number) or not np.all(np.isfinite(X)):
         raise DataError(f"{path}: features must be finite numbers")
     return X.astype(np.float32)
@@ -698,7 +704,9 @@ def load_unlabeled_image_folder(root: str | os.PathLike, size: tuple[int, int] |
                 arrays.append(np.asarray(im, dtype=np.uint8))
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise DataError(f"{f}: cannot decode as an image ({exc.__class__.__name__}: {exc})") from None
-    return RawData(X=None, name=root.name, images=np.stack(arrays), extras={"filename": np.array([f.name for f in files])})
+    return RawData(
+        X=None, name=root.name, images=np.stack(arrays), extras={"filename": np.array([f.name for f in files])}
+    )
 
 
 def load_npz_any(path: str | os.PathLike) -> "Dataset | RawData":

@@ -187,7 +187,9 @@ class Store:
         """Active labels in the order given: ``(seq, item, label, time)``."""
         return [
             (int(s), int(i), int(lab), float(t))
-            for s, i, lab, t in self._read("SELECT seq, item, label, time FROM labels WHERE undone_at IS NULL ORDER BY seq")
+            for s, i, lab, t in self._read(
+                "SELECT seq, item, label, time FROM labels WHERE undone_at IS NULL ORDER BY seq"
+            )
         ]
 
     def label_of(self) -> dict[int, int]:
@@ -268,7 +270,9 @@ class Store:
         """Removed labels: ``(item, label, undone_at)``."""
         return [
             (int(i), int(lab), float(t))
-            for i, lab, t in self._read("SELECT item, label, undone_at FROM labels WHERE undone_at IS NOT NULL ORDER BY seq")
+            for i, lab, t in self._read(
+                "SELECT item, label, undone_at FROM labels WHERE undone_at IS NOT NULL ORDER BY seq"
+            )
         ]
 
     # -- queries and skips -------------------------------------------------------------------------
@@ -323,7 +327,14 @@ class Store:
     def queries(self) -> list[dict[str, Any]]:
         """Every recorded query, oldest first."""
         return [
-            {"query_id": int(q), "items": json.loads(it), "reason": r, "scores": json.loads(sc), "n_labels": int(n), "time": float(t)}
+            {
+                "query_id": int(q),
+                "items": json.loads(it),
+                "reason": r,
+                "scores": json.loads(sc),
+                "n_labels": int(n),
+                "time": float(t),
+            }
             for q, it, r, sc, n, t in self._read(
                 "SELECT query_id, items, reason, scores, n_labels, time FROM queries ORDER BY query_id"
             )
@@ -373,7 +384,9 @@ class Store:
 
     def curve(self) -> list[tuple[int, float | None, float | None]]:
         """``(n_labels, accuracy, macro_f1)`` per evaluation, by number of labels."""
-        return [(int(n), a, f) for n, a, f in self._read("SELECT n_labels, accuracy, macro_f1 FROM curve ORDER BY n_labels")]
+        return [
+            (int(n), a, f) for n, a, f in self._read("SELECT n_labels, accuracy, macro_f1 FROM curve ORDER BY n_labels")
+        ]
 
     # -- checkpoints -------------------------------------------------------------------------------
     def save_checkpoint(self, model: Any, n_labels: int, path: str | os.PathLike | None = None) -> int:

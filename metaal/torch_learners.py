@@ -224,7 +224,11 @@ class _BatchedBase:
         if rows is not None:
             present, prior, use_prior = present[rows], prior[rows], use_prior[rows]
         # (the masks are skipped when they change nothing: the same numbers, fewer passes)
-        z = logits_t if bool(present.all()) else torch.where(present[:, :, None], logits_t, torch.full_like(logits_t, _NEG))
+        z = (
+            logits_t
+            if bool(present.all())
+            else torch.where(present[:, :, None], logits_t, torch.full_like(logits_t, _NEG))
+        )
         p = torch.softmax(z, dim=1)
         if bool(use_prior.any()):
             p = torch.where(use_prior[:, None, None], prior[:, :, None].expand_as(p), p)

@@ -71,7 +71,11 @@ def test_permutation_equivariance_and_any_k(context):
     obs["action_mask"][1, 5:] = 0
     logits = pol8.candidate_logits(obs)
     perm = torch.randperm(8, generator=torch.Generator().manual_seed(1))
-    obs_p = {"candidates": obs["candidates"][:, perm], "global": obs["global"], "action_mask": obs["action_mask"][:, perm]}
+    obs_p = {
+        "candidates": obs["candidates"][:, perm],
+        "global": obs["global"],
+        "action_mask": obs["action_mask"][:, perm],
+    }
     assert torch.allclose(pol8.candidate_logits(obs_p), logits[:, perm], atol=1e-5)
     assert (logits[1, 5:] < -1e7).all() and (logits[1, :5] > -1e7).all()
     v = pol8.predict_values(obs)
@@ -332,8 +336,9 @@ def test_beam_expert_is_the_exhaustive_two_step_search_when_wide(wine):
     assert narrow[top2].min() > narrow[rest].max()
     firsts = {int(idx[a]): best[int(idx[a])] for a in top2}
     assert firsts[int(idx[np.argmax(narrow)])] == max(firsts.values())
-    assert narrow[top2[0]] - narrow[top2[1]] == pytest.approx((firsts[int(idx[top2[0]])] - firsts[int(idx[top2[1]])]) / 2,
-                                                             abs=1e-12)
+    assert narrow[top2[0]] - narrow[top2[1]] == pytest.approx(
+        (firsts[int(idx[top2[0]])] - firsts[int(idx[top2[1]])]) / 2, abs=1e-12
+    )
     with pytest.raises(ValueError, match="beam_width"):
         lookahead_gains(state, task, idx, mask, beam_width=0, beam_depth=2)
     # end to end on a real dataset: episodes with the beam expert
@@ -495,7 +500,11 @@ def test_dqn_q_values_equivariant_any_k_and_greedy_valid(context):
     assert q.shape == (4, 8) and q[obs["action_mask"] > 0].std() > 0
     assert (q[obs["action_mask"] == 0] < -1e7).all() and (q[obs["action_mask"] > 0] > -1e7).all()
     perm = torch.randperm(8, generator=torch.Generator().manual_seed(1))
-    obs_p = {"candidates": obs["candidates"][:, perm], "global": obs["global"], "action_mask": obs["action_mask"][:, perm]}
+    obs_p = {
+        "candidates": obs["candidates"][:, perm],
+        "global": obs["global"],
+        "action_mask": obs["action_mask"][:, perm],
+    }
     assert torch.allclose(pol8.q_net(obs_p), q[:, perm], atol=1e-5)
     assert torch.equal(pol8.candidate_logits(obs), q)
     # the target network is a separate copy with the same weights at the start

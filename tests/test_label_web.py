@@ -28,7 +28,17 @@ def free_port() -> int:
 
 
 def start_server(store: Path, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "metaal.label_cli", "--data", "sklearn:wine", "--store", str(store), "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "metaal.label_cli",
+        "--data",
+        "sklearn:wine",
+        "--store",
+        str(store),
+        "--port",
+        str(port),
+    ]
     proc = subprocess.Popen(cmd, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

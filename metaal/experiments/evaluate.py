@@ -89,10 +89,19 @@ def paired_test(a: np.ndarray, b: np.ndarray, alpha: float = 0.05) -> tuple[str,
     return "tie", p
 
 
-def evaluate_policy(policy: str = "default", datasets: Sequence[str] = ("meta_test",),
-                    strategies: Sequence[str] = ("random", "margin", "entropy", "least_confident"),
-                    budgets: Sequence[int] = (50, 200), seeds: int = 20, initial: int = 10, learner: str = "logreg",
-                    jobs: int = 2, out: "str | Path" = "eval", progress: bool = True, plot: bool = True) -> dict[str, Any]:
+def evaluate_policy(
+    policy: str = "default",
+    datasets: Sequence[str] = ("meta_test",),
+    strategies: Sequence[str] = ("random", "margin", "entropy", "least_confident"),
+    budgets: Sequence[int] = (50, 200),
+    seeds: int = 20,
+    initial: int = 10,
+    learner: str = "logreg",
+    jobs: int = 2,
+    out: "str | Path" = "eval",
+    progress: bool = True,
+    plot: bool = True,
+) -> dict[str, Any]:
     """Run the evaluation described in the module docstring; returns the ``results.json`` dict."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,7 +167,11 @@ def evaluate_policy(policy: str = "default", datasets: Sequence[str] = ("meta_te
                 entry[pol]["vs_random"], entry[pol]["p_random"] = paired_test(x, rnd)
             per_ds[n] = entry
         agg = aggregate(per_ds, [pol] + heur)
-        results["budgets"][str(b)] = {"aggregate": agg, "per_dataset": per_ds, "plot": str(out / f"{learner}_b{b}" / "curves.png")}
+        results["budgets"][str(b)] = {
+            "aggregate": agg,
+            "per_dataset": per_ds,
+            "plot": str(out / f"{learner}_b{b}" / "curves.png"),
+        }
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(results_markdown(results))
     return results
@@ -233,8 +246,14 @@ def results_markdown(res: dict[str, Any]) -> str:
                   "|---|---|" + "---|" * len(strat) + "---|"]
         for n, e in r["per_dataset"].items():
             best = max(e[s]["aulc"] for s in strat)
-            cells = [(f"**{e[s]['aulc']:.4f}**" if e[s]["aulc"] >= best - 1e-12 else f"{e[s]['aulc']:.4f}") for s in strat]
-            lines.append(f"| {n} | {e['budget']} | " + " | ".join(cells) + f" | {e[pol]['vs_margin']} ({e[pol]['p_margin']:.3f}) |")
+            cells = [
+                (f"**{e[s]['aulc']:.4f}**" if e[s]["aulc"] >= best - 1e-12 else f"{e[s]['aulc']:.4f}") for s in strat
+            ]
+            lines.append(
+                f"| {n} | {e['budget']} | "
+                + " | ".join(cells)
+                + f" | {e[pol]['vs_margin']} ({e[pol]['p_margin']:.3f}) |"
+            )
         lines.append("")
     return "\n".join(lines) + "\n"
 

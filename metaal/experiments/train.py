@@ -22,7 +22,12 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("train", help="meta-train a query policy from a YAML config",
                               description="Meta-train a query policy (imitation and/or RL) as configured; "
                                           "writes DIR/policy.zip + policy.json, DIR/tb/, DIR/checkpoints/.")
-    p.add_argument("--config", required=True, metavar="YAML", help="training configuration: a YAML path or a shipped config name (default, configs/default.yaml)")
+    p.add_argument(
+        "--config",
+        required=True,
+        metavar="YAML",
+        help="training configuration: a YAML path or a shipped config name (default, configs/default.yaml)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in DIR")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
