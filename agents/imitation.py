@@ -23,13 +23,18 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
-from metaal.observe import Observer
+from metaal.agents.learned import policy_logits
+from metaal.data import load_dataset, make_split
+from metaal.loop.simulate import new_state
+from metaal.observe import N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES, Observer
 from metaal.state import ALState, Task
+from metaal.synthetic import random_task_spec
 
 log = logging.getLogger("metaal.agents")
 
@@ -54,8 +59,6 @@ class TaskSampler:
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def load(self, spec: str) -> Any:
-        from metaal.data import load_dataset
-
         if spec not in self._cache:
             ds = load_dataset(spec)
             ds.require_features()
@@ -64,12 +67,8 @@ class TaskSampler:
 
     def sample(self, rng: np.random.Generator) -> tuple[Task, str]:
         """A random task ``(Task, dataset spec)``; its ``X_test``/``y_test`` is the reward split."""
-        from metaal.data import make_split
-
         spec = self.datasets[int(rng.integers(len(self.datasets)))]
         if spec == "synth:random":  # a fresh random synthetic task (metaal.synthetic)
-            from metaal.synthetic import random_task_spec
-
             spec = random_task_spec(rng)
             ds = self.load(spec)
             self._cache.pop(spec, None)
@@ -126,7 +125,7 @@ def lookahead_gains(state: ALState, task: Task, indices: np.ndarray, mask: np.nd
 
     s0 = score(state.learner.predict_proba(Xr))
     est = state.learner.estimator
-    warm_ok = hasattr(est, "coef_") and hasattr(est, "warm_start") and state.learner._prior is None
+    warm_ok = hasattr(est, "coef_") and hasattr(est, "warm_start") and state.learner.prior is None
     known = set(state.learner.classes_.tolist())
     seen: dict[frozenset[int], float] = {}
 
@@ -214,8 +213,6 @@ def _episode(sampler: TaskSampler, seed: int, k: int, budget_range: tuple[int, i
     """One episode: roll in, record ``record_prob`` of the steps with the expert's gains."""
     from threadpoolctl import threadpool_limits
 
-    from metaal.loop.simulate import new_state
-
     rng = np.random.default_rng([seed, 7])
     task, spec = sampler.sample(rng)
     free = task.n_pool - len(task.initial)
@@ -228,8 +225,6 @@ def _episode(sampler: TaskSampler, seed: int, k: int, budget_range: tuple[int, i
         th.set_num_threads(1)
         policy = policy_state
     cands, globs, masks, gains = [], [], [], []
-    import warnings
-
     with threadpool_limits(limits=1), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # sklearn: tiny labeled sets, convergence
         state = new_state(task, learner, budget=B, seed=seed)
@@ -247,8 +242,6 @@ def _episode(sampler: TaskSampler, seed: int, k: int, budget_range: tuple[int, i
                 masks.append(obs.mask)
                 gains.append(g)
             if policy is not None and rng.random() >= beta:
-                from metaal.agents.strategy import policy_logits
-
                 a = int(np.argmax(policy_logits(policy, obs.as_dict())))
             elif g is not None:
                 a = int(np.argmax(g))
@@ -259,10 +252,13 @@ def _episode(sampler: TaskSampler, seed: int, k: int, budget_range: tuple[int, i
     n = len(gains)
     K = k
     if n == 0:
-        from metaal.observe import N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES
-
-        return Demonstrations(np.zeros((0, K, N_CANDIDATE_FEATURES), np.float32), np.zeros((0, N_GLOBAL_FEATURES), np.float32),
-                              np.zeros((0, K), bool), np.zeros((0, K)), np.zeros(0, dtype="<U64"))
+        return Demonstrations(
+            np.zeros((0, K, N_CANDIDATE_FEATURES), np.float32),
+            np.zeros((0, N_GLOBAL_FEATURES), np.float32),
+            np.zeros((0, K), bool),
+            np.zeros((0, K)),
+            np.zeros(0, dtype="<U64"),
+        )
     return Demonstrations(np.stack(cands), np.stack(globs), np.stack(masks), np.stack(gains),
                           np.array([spec] * n, dtype="<U64"))
 

@@ -31,12 +31,13 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from torch import nn
-
 from stable_baselines3 import DQN
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
+from torch import nn
+
+from metaal.observe import N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES
 
 NEG_INF = -1e8
 
@@ -71,7 +72,9 @@ class SetFeaturesExtractor(BaseFeaturesExtractor):
     :param n_heads: attention heads (``context="attention"`` only).
     """
 
-    def __init__(self, observation_space: spaces.Dict, embed_dim: int = 64, context: str = "deepsets", n_heads: int = 4):
+    def __init__(
+        self, observation_space: spaces.Dict, embed_dim: int = 64, context: str = "deepsets", n_heads: int = 4
+    ):
         K, F = observation_space["candidates"].shape
         G = observation_space["global"].shape[0]
         summary_dim = 2 * embed_dim + G
@@ -231,7 +234,9 @@ class SetQNetwork(nn.Module):
     """Per-candidate Q-values ``(B, K)`` from the same set encoder (for a DQN-style agent or a
     regression on the expert's gains); padding rows ``-1e8``."""
 
-    def __init__(self, observation_space: spaces.Dict, embed_dim: int = 64, context: str = "deepsets", hidden: int = 64):
+    def __init__(
+        self, observation_space: spaces.Dict, embed_dim: int = 64, context: str = "deepsets", hidden: int = 64
+    ):
         super().__init__()
         self.encoder = SetFeaturesExtractor(observation_space, embed_dim, context)
         self.q = _mlp([embed_dim, hidden, 1], last_act=False)
@@ -279,7 +284,9 @@ class SetQNet(QNetwork):
         self.net_arch = net_arch
         self.activation_fn = activation_fn
         self.features_dim = features_dim
-        self.q_net = CandidateScorer(features_extractor.embed_dim, features_extractor.summary_dim, _head_width(net_arch))
+        self.q_net = CandidateScorer(
+            features_extractor.embed_dim, features_extractor.summary_dim, _head_width(net_arch)
+        )
 
 
 class SetDQNPolicy(DQNPolicy):
@@ -334,7 +341,9 @@ class MaskedDQN(DQN):
             return self._random_actions(observation), state
         return self.policy.predict(observation, state, episode_start, deterministic)
 
-    def _sample_action(self, learning_starts: int, action_noise: Any = None, n_envs: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    def _sample_action(
+        self, learning_starts: int, action_noise: Any = None, n_envs: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
         if self.num_timesteps < learning_starts and isinstance(self._last_obs, dict):
             action = self._random_actions(self._last_obs).reshape(n_envs)
             return action, action
@@ -344,8 +353,6 @@ class MaskedDQN(DQN):
 def obs_space(k: int, n_candidate_features: int | None = None, n_global_features: int | None = None) -> spaces.Dict:
     """The Dict observation space of :mod:`metaal.observe` with ``k`` candidates (the same keys
     and shapes as ``metaal/Pool-v0``)."""
-    from metaal.observe import N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES
-
     F = n_candidate_features or N_CANDIDATE_FEATURES
     G = n_global_features or N_GLOBAL_FEATURES
     return spaces.Dict(

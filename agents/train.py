@@ -14,8 +14,8 @@ Stages (each writes its output into ``DIR`` and is skipped on ``--resume`` when 
    Every stage is evaluated on the validation datasets.
 4. RL (``rl.enabled``): MaskablePPO (or PPO, or DQN: ``MaskedDQN`` + ``SetDQNPolicy``) with the
    set-equivariant policy on the ``metaal/Pool-v0`` environment over the meta-train datasets,
-   started from the best imitation
-   stage (``rl.init: imitation``), from scratch (``scratch``) or from a policy file (a path); SB3 vector environments; checkpoints under
+   started from the best imitation stage (``rl.init: imitation``), from scratch (``scratch``) or
+   from a policy file (a path); SB3 vector environments; checkpoints under
    ``DIR/checkpoints`` every ``checkpoint_every`` steps; a validation evaluation every
    ``eval.every_steps`` steps logged as ``eval/aulc_policy``, ``eval/aulc_margin``,
    ``eval/aulc_random`` in the same TensorBoard run as the PPO scalars; ``--resume`` continues
@@ -34,16 +34,31 @@ import json
 import logging
 import os
 import time
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import yaml
 
+import metaal.envs  # noqa: F401  (registers metaal/Pool-v0)
+from metaal.agents.imitation import Demonstrations, TaskSampler, bc_train, collect
+from metaal.agents.policy_file import load_model, read_metadata, resolve_policy_path, save_policy
+from metaal.agents.vec_shard import make_batched_vec_env
+from metaal.data import load_dataset, make_split
 from metaal.errors import ConfigError
+from metaal.loop.simulate import simulate
+from metaal.state import Task
+from metaal.strategies import get
+from metaal.synthetic import random_task_spec
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 log = logging.getLogger("metaal.agents")
 
-SPLIT_FILE = Path(__file__).resolve().parent.parent / "configs" / "meta_split.yaml"
+#: the shipped split (``configs/meta_split.yaml`` in a checkout, ``metaal.configs`` when installed)
+SPLIT_FILE = "configs/meta_split.yaml"
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -92,15 +107,29 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_split(path: "str | os.PathLike | None" = None) -> dict[str, list[str]]:
-    """The fixed meta-train / validation / meta-test split (``configs/meta_split.yaml``)."""
-    import yaml
+def config_path(spec: "str | os.PathLike", what: str = "config") -> "Path | Traversable":
+    """The YAML file that ``spec`` names: an existing path as it is; otherwise a file shipped in
+    :mod:`metaal.configs` (the repository's ``configs/``, installed with the package), found by
+    its name with or without ``.yaml`` and with or without a leading ``configs/``
+    (``default``, ``default.yaml``, ``configs/default.yaml``).
 
-    p = Path(path) if path else SPLIT_FILE
-    if not p.is_absolute() and not p.exists():
-        p = SPLIT_FILE.parent.parent / p
-    if not p.is_file():
-        raise ConfigError(f"split file {p} not found")
+    :raises ConfigError: if neither exists; the message lists the shipped configs.
+    """
+    p = Path(spec).expanduser()
+    if p.is_file():
+        return p
+    shipped = resources.files("metaal.configs")
+    name = p.name if p.suffix in (".yaml", ".yml") else p.name + ".yaml"
+    if p.parent in (Path("."), Path("configs")) and shipped.joinpath(name).is_file():
+        return shipped.joinpath(name)
+    known = sorted(f.name[: -len(".yaml")] for f in shipped.iterdir() if f.name.endswith(".yaml"))
+    raise ConfigError(f"{what} {p} not found (not a file, not a shipped config: {', '.join(known)})")
+
+
+def read_split(path: "str | os.PathLike | None" = None) -> dict[str, list[str]]:
+    """The fixed meta-train / validation / meta-test split (``configs/meta_split.yaml``, resolved
+    as :func:`config_path` does)."""
+    p = config_path(path or SPLIT_FILE, "split file")
     data = yaml.safe_load(p.read_text()) or {}
     return {k: list(v or []) for k, v in data.items()}
 
@@ -121,14 +150,10 @@ def load_config(path: "str | os.PathLike | dict[str, Any]") -> dict[str, Any]:
     :raises ConfigError: for a missing file, a bad value, or any meta-test dataset used for
         training or validation.
     """
-    import yaml
-
     if isinstance(path, dict):
         raw = path
     else:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config {p} not found")
+        p = config_path(path)
         try:
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
@@ -212,7 +237,7 @@ class _SpaceEnv:
     def __new__(cls, k: int) -> Any:
         import gymnasium as gym
 
-        from metaal.agents.networks import obs_space
+        from metaal.agents.networks import obs_space  # torch and SB3: heavy, only when a model is built
 
         class SpaceEnv(gym.Env):
             def __init__(self) -> None:
@@ -249,7 +274,7 @@ def make_model(cfg: dict[str, Any], env: Any = None, tb: str | None = None, algo
     import torch as th
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from metaal.agents import networks
+    from metaal.agents import networks  # torch and SB3: heavy, only when a model is built
 
     th.manual_seed(int(cfg["seed"]))
     if env is None:
@@ -302,8 +327,6 @@ def init_weights(model: Any, src: Any) -> None:
 
 
 def _save(model: Any, path: Path, cfg: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
-    from metaal.agents.strategy import save_policy
-
     public = {k: v for k, v in cfg.items()}
     return save_policy(model, path, k=int(cfg["k"]), algo=model_algo(model),
                        datasets=list(cfg["datasets"]["train_names"]), config=public, extra=extra)
@@ -316,9 +339,6 @@ def _save(model: Any, path: Path, cfg: dict[str, Any], extra: dict[str, Any] | N
 def _cell(task: Any, strategy: str, budget: int, learner: str) -> float:
     from threadpoolctl import threadpool_limits
 
-    from metaal.loop.simulate import simulate
-    from metaal.strategies import get
-
     with threadpool_limits(limits=1):
         return simulate(task, get(strategy), budget, learner=learner, seed=int(task.seed)).aulc
 
@@ -329,10 +349,6 @@ def evaluate_strategies(strategies: list[str], datasets: list[str], seeds: int, 
     splits as ``metaal compare``); the budget is capped at each dataset's unlabeled pool.
     Returns ``{strategy: {dataset: aulc}}``."""
     from joblib import Parallel, delayed
-
-    import metaal.agents  # noqa: F401  (policy:PATH in the workers)
-    from metaal.data import load_dataset, make_split
-    from metaal.state import Task
 
     cells = []
     for name in datasets:
@@ -413,11 +429,7 @@ def make_vec_env(cfg: dict[str, Any]) -> Any:
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor
 
-    import metaal.envs  # noqa: F401  (registers metaal/Pool-v0)
-
     rl = cfg["rl"]
-    from metaal.synthetic import random_task_spec
-
     kind = rl.get("vec_env", "dummy")
     kwargs = dict(rl.get("env_kwargs") or {})
     specs: list[Any] = [random_task_spec if s == "synth:random" else s for s in train_specs(cfg)]
@@ -429,8 +441,6 @@ def make_vec_env(cfg: dict[str, Any]) -> Any:
     seed = int(cfg["seed"])
     n_envs = int(rl["n_envs"])
     if kind == "batched":
-        from metaal.agents.vec_shard import make_batched_vec_env
-
         kwargs.pop("learner", None)
         venv = make_batched_vec_env(n_envs, workers=int(rl.get("workers", 1)), seed=seed * 1000,
                                     device=str(rl.get("device", "auto")), **kwargs)
@@ -501,8 +511,6 @@ def run_rl(cfg: dict[str, Any], out: Path, validator: Validator, logger: Any, in
     rl = cfg["rl"]
     total = int(rl["total_timesteps"])
     if init_zip is not None:  # the starting stage may be a variant with another network
-        from metaal.agents.strategy import read_metadata
-
         cfg = copy.deepcopy(cfg)
         cfg["network"] = dict(read_metadata(init_zip).get("config", {}).get("network") or cfg["network"])
     env = make_vec_env(cfg)
@@ -512,7 +520,7 @@ def run_rl(cfg: dict[str, Any], out: Path, validator: Validator, logger: Any, in
         if rl["algo"] == "MaskablePPO":
             from sb3_contrib import MaskablePPO as cls
         elif rl["algo"] == "DQN":
-            from metaal.agents.networks import MaskedDQN as cls
+            from metaal.agents.networks import MaskedDQN as cls  # torch and SB3: heavy
         else:
             from stable_baselines3 import PPO as cls
         model = cls.load(str(latest), env=env, device="cpu")
@@ -520,8 +528,6 @@ def run_rl(cfg: dict[str, Any], out: Path, validator: Validator, logger: Any, in
     else:
         model = make_model(cfg, env)
         if init_zip is not None:
-            from metaal.agents.strategy import load_model
-
             src, _ = load_model(init_zip)
             init_weights(model, src)
     model.set_logger(logger)
@@ -556,10 +562,7 @@ def train(config: "str | os.PathLike | dict[str, Any]", out: "str | os.PathLike"
         previous run's ``config.yaml`` for a different configuration.
     :returns: a summary dict (chosen stage, validation numbers, seconds).
     """
-    import yaml
     from stable_baselines3.common.logger import configure
-
-    from metaal.agents.imitation import Demonstrations, TaskSampler, bc_train, collect
 
     t0 = time.time()
     cfg = load_config(config)
@@ -606,8 +609,6 @@ def train(config: "str | os.PathLike | dict[str, Any]", out: "str | os.PathLike"
                 if r == 0:
                     demos = collect(sampler, int(im["n_states"]), seed=seed, rollin="mix", **common)
                 else:  # DAgger: roll in with the best stage so far, the expert labels the visited states
-                    from metaal.agents.strategy import load_model
-
                     prev, _ = load_model(out / "stages" / f"{roll_stage}.zip")
                     demos = collect(sampler, int(im["dagger_states"]), seed=seed, rollin="policy",
                                     policy=prev.policy, beta=float(im["dagger_beta"]), episode_offset=100000 * r,
@@ -652,15 +653,11 @@ def train(config: "str | os.PathLike | dict[str, Any]", out: "str | os.PathLike"
         elif how == "scratch":
             init = None
         else:  # a policy file to start from
-            from metaal.agents.strategy import resolve_policy_path
-
             init = resolve_policy_path(how)
         run_rl(cfg, out, validator, logger, init, resume, progress)
     stage, res = validator.best()
     src = Path(res["zip"])
     final = out / "policy.zip"
-    from metaal.agents.strategy import load_model
-
     model, meta = load_model(src)
     cfg = {**cfg, "network": dict((meta.get("config") or {}).get("network") or cfg["network"])}
     extra = {"stage": stage, "validation": {k: v for k, v in res.items() if k != "zip"},

@@ -1,24 +1,20 @@
 """The ``metaal`` command.
 
 Each sub-command lives in its own module that defines ``register(subparsers)`` (adding its parser
-and setting ``func``); heavy imports happen inside the command functions. A :class:`MetaalError`
+and setting ``func``); heavy optional imports (torch, SB3, encoders) happen inside the functions
+that need them. A :class:`MetaalError`
 is printed as one line ``metaal: error: ...`` with exit status 2.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-from metaal import __version__
+from metaal import __version__, featurize_cli, label_cli
 from metaal.errors import MetaalError
+from metaal.experiments import compare, evaluate, train
 
-COMMAND_MODULES = [
-    "metaal.experiments.train",
-    "metaal.experiments.compare",
-    "metaal.featurize_cli",
-    "metaal.label_cli",
-]
+COMMAND_MODULES = [train, evaluate, compare, featurize_cli, label_cli]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"metaal {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in COMMAND_MODULES:
-        importlib.import_module(mod).register(sub)
+        mod.register(sub)
     return parser
 
 

@@ -32,13 +32,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from metaal.data import Dataset, check_features, data_arrays
+from metaal.data import Dataset, check_features, data_arrays, load_dataset, load_npz
 from metaal.errors import ConfigError, DataError
 
 DEFAULT_TEXT_MODEL = "minilm"
-IMAGE_BASELINES = ("hog", "pixels", "pca")
 TORCHVISION_MODELS = ("resnet18", "resnet50")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -346,7 +344,9 @@ def load_image_encoder(spec: str, weights: str | os.PathLike | None = None) -> t
         try:
             return torch.jit.load(str(p), map_location="cpu"), False
         except (RuntimeError, ValueError) as exc:
-            raise ConfigError(f"{p}: not a TorchScript file ({exc.__class__.__name__}); save it with torch.jit.save") from None
+            raise ConfigError(
+                f"{p}: not a TorchScript file ({exc.__class__.__name__}); save it with torch.jit.save"
+            ) from None
     if ":" in spec and not p.suffix:
         mod_name, attr = spec.split(":", 1)
         try:
@@ -442,7 +442,9 @@ def featurize_images(
     if model == "pca":
         return pca_features(images, n_components=n_components, seed=seed)
     enc, imagenet = load_image_encoder(model, weights)
-    return torch_features(images, enc, imagenet=imagenet, size=size, batch_size=batch_size, device=device, progress=progress)
+    return torch_features(
+        images, enc, imagenet=imagenet, size=size, batch_size=batch_size, device=device, progress=progress
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -470,7 +472,9 @@ def load_features_file(path: str | os.PathLike, n_items: int) -> np.ndarray:
     if X.ndim != 2:
         raise DataError(f"{path}: features must be 2-D (n, d), got shape {X.shape}")
     if X.shape[0] != n_items:
-        raise DataError(f"{path}: features have {X.shape[0]} rows but there are {n_items} items (row counts must match)")
+        raise DataError(
+            f"{path}: features have {X.shape[0]} rows but there are {n_items} items (row counts must match)"
+        )
     if not np.issubdtype(X.dtype, np.number) or not np.all(np.isfinite(X)):
         raise DataError(f"{path}: features must be finite numbers")
     return X.astype(np.float32)
@@ -700,14 +704,14 @@ def load_unlabeled_image_folder(root: str | os.PathLike, size: tuple[int, int] |
                 arrays.append(np.asarray(im, dtype=np.uint8))
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise DataError(f"{f}: cannot decode as an image ({exc.__class__.__name__}: {exc})") from None
-    return RawData(X=None, name=root.name, images=np.stack(arrays), extras={"filename": np.array([f.name for f in files])})
+    return RawData(
+        X=None, name=root.name, images=np.stack(arrays), extras={"filename": np.array([f.name for f in files])}
+    )
 
 
 def load_npz_any(path: str | os.PathLike) -> "Dataset | RawData":
     """An ``.npz`` with ``y`` as a :class:`~metaal.data.Dataset` (:func:`metaal.data.load_npz`),
     without ``y`` as :class:`RawData` (``X`` and/or ``text`` / ``images``, optional ``classes``)."""
-    from metaal.data import load_npz
-
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -727,8 +731,6 @@ def load_raw(spec: str | os.PathLike, text_column: str | None = None) -> "Datase
     """Whatever ``metaal featurize --data`` accepts: a ``.txt`` (one document per line), a ``.csv``
     with ``text_column``, a folder of images (``CLASS/*.png`` gives labels, images directly inside
     give :class:`RawData`), an ``.npz`` with or without ``y``, or a dataset name / ``sklearn:NAME``."""
-    from metaal.data import load_dataset
-
     p = Path(spec)
     if p.is_dir():
         if any(d.is_dir() for d in p.iterdir()):

@@ -18,6 +18,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from metaal.featurize import RawData, featurize_dataset, load_raw, subsample, subsample_rows
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -54,11 +56,13 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from metaal.featurize import RawData, featurize_dataset, load_raw, subsample, subsample_rows
-
     data = load_raw(args.data, text_column=args.text_column)
     if args.limit is not None:
-        data = subsample_rows(data, args.limit, seed=args.seed) if isinstance(data, RawData) else subsample(data, args.limit, seed=args.seed)
+        data = (
+            subsample_rows(data, args.limit, seed=args.seed)
+            if isinstance(data, RawData)
+            else subsample(data, args.limit, seed=args.seed)
+        )
     kwargs: dict[str, Any] = {"batch_size": args.batch_size, "device": args.device, "progress": not args.no_progress}
     kind = args.kind
     if kind == "image" or (kind == "auto" and data.text is None):

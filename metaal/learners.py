@@ -53,7 +53,9 @@ def _gb(seed: int) -> Any:
 
 
 def _torch_logreg(seed: int) -> Any:
-    from metaal.torch_learners import torch_logreg_estimator  # torch only when asked for
+    # imported here, not at module top, only because torch is heavy: every other learner and every
+    # env worker would pay for it; metaal.torch_learners imports nothing from this module
+    from metaal.torch_learners import torch_logreg_estimator
 
     return torch_logreg_estimator(seed)
 
@@ -86,7 +88,9 @@ class Learner:
         self.name = name
         self.warm_start = warm_start
         self.classes_: np.ndarray = np.zeros(0, dtype=np.int64)
-        self._prior: np.ndarray | None = None
+        #: the smoothed label frequencies ``(C,)`` that the learner predicts while fewer than two
+        #: classes are labeled; None once a real model is fitted
+        self.prior: np.ndarray | None = None
         self.n_fits = 0
 
     def clone(self) -> "Learner":
@@ -99,10 +103,10 @@ class Learner:
         self.n_fits += 1
         if len(present) < 2:
             counts = np.bincount(y, minlength=self.n_classes).astype(float) + 1.0
-            self._prior = counts / counts.sum()
+            self.prior = counts / counts.sum()
             self.classes_ = present
             return self
-        self._prior = None
+        self.prior = None
         same_classes = np.array_equal(present, self.classes_)
         if self.warm_start and same_classes and hasattr(self.estimator, "warm_start"):
             self.estimator.set_params(warm_start=True)
@@ -120,8 +124,8 @@ class Learner:
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Probabilities of shape ``(n, C)`` for all ``C`` classes, rows summing to one."""
         n = X.shape[0]
-        if self._prior is not None:
-            return np.tile(self._prior, (n, 1))
+        if self.prior is not None:
+            return np.tile(self.prior, (n, 1))
         p = self.estimator.predict_proba(X)
         if p.shape[1] == self.n_classes and np.array_equal(self.classes_, np.arange(self.n_classes)):
             out = np.asarray(p, dtype=np.float64)
@@ -136,7 +140,7 @@ class Learner:
 
     @property
     def is_linear(self) -> bool:
-        return hasattr(self.estimator, "coef_") and self._prior is None
+        return hasattr(self.estimator, "coef_") and self.prior is None
 
 
 def make_learner(spec: "str | Any", n_classes: int, seed: int = 0, warm_start: bool = False) -> Learner:

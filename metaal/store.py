@@ -193,13 +193,15 @@ class Store:
     def labels(self) -> list[tuple[int, int, int, float]]:
         """Active labels in the order given: ``(seq, item, label, time)``."""
         return [
-            (int(s), int(i), int(l), float(t))
-            for s, i, l, t in self._read("SELECT seq, item, label, time FROM labels WHERE undone_at IS NULL ORDER BY seq")
+            (int(s), int(i), int(lab), float(t))
+            for s, i, lab, t in self._read(
+                "SELECT seq, item, label, time FROM labels WHERE undone_at IS NULL ORDER BY seq"
+            )
         ]
 
     def label_of(self) -> dict[int, int]:
         """``{item: label}`` for every active label."""
-        return {i: l for _, i, l, _ in self.labels()}
+        return {i: lab for _, i, lab, _ in self.labels()}
 
     @property
     def n_labels(self) -> int:
@@ -274,8 +276,10 @@ class Store:
     def undone(self) -> list[tuple[int, int, float]]:
         """Removed labels: ``(item, label, undone_at)``."""
         return [
-            (int(i), int(l), float(t))
-            for i, l, t in self._read("SELECT item, label, undone_at FROM labels WHERE undone_at IS NOT NULL ORDER BY seq")
+            (int(i), int(lab), float(t))
+            for i, lab, t in self._read(
+                "SELECT item, label, undone_at FROM labels WHERE undone_at IS NOT NULL ORDER BY seq"
+            )
         ]
 
     # -- queries and skips -------------------------------------------------------------------------
@@ -345,7 +349,14 @@ class Store:
     def queries(self) -> list[dict[str, Any]]:
         """Every recorded query, oldest first."""
         return [
-            {"query_id": int(q), "items": json.loads(it), "reason": r, "scores": json.loads(sc), "n_labels": int(n), "time": float(t)}
+            {
+                "query_id": int(q),
+                "items": json.loads(it),
+                "reason": r,
+                "scores": json.loads(sc),
+                "n_labels": int(n),
+                "time": float(t),
+            }
             for q, it, r, sc, n, t in self._read(
                 "SELECT query_id, items, reason, scores, n_labels, time FROM queries ORDER BY query_id"
             )
@@ -395,7 +406,9 @@ class Store:
 
     def curve(self) -> list[tuple[int, float | None, float | None]]:
         """``(n_labels, accuracy, macro_f1)`` per evaluation, by number of labels."""
-        return [(int(n), a, f) for n, a, f in self._read("SELECT n_labels, accuracy, macro_f1 FROM curve ORDER BY n_labels")]
+        return [
+            (int(n), a, f) for n, a, f in self._read("SELECT n_labels, accuracy, macro_f1 FROM curve ORDER BY n_labels")
+        ]
 
     # -- checkpoints -------------------------------------------------------------------------------
     def save_checkpoint(self, model: Any, n_labels: int, path: str | os.PathLike | None = None) -> int:

@@ -2,7 +2,8 @@
 
 Every generator returns a :class:`metaal.data.Dataset` and is reproducible from its ``seed``.
 :func:`from_spec` builds one from a string such as ``"synth:blobs?n=500&d=5&sep=1.5&seed=3"``
-(:func:`metaal.data.load_dataset` dispatches ``synth:`` specs here), so synthetic tasks can be used
+(:func:`metaal.data.load_dataset` dispatches ``synth:`` specs here; this module imports only
+:mod:`metaal.dataset`, never :mod:`metaal.data`), so synthetic tasks can be used
 wherever a dataset collection is (``metaal compare --data``, the environments' ``datasets``).
 :func:`random_task_spec` draws a random spec for meta-training.
 
@@ -28,7 +29,7 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
-from metaal.data import Dataset
+from metaal.dataset import Dataset
 from metaal.errors import DataError
 
 __all__ = ["blobs", "mixture", "xor", "checkerboard", "from_spec", "random_task_spec", "KINDS"]

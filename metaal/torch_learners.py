@@ -1,4 +1,6 @@
-"""Batched torch learners: ``N`` small classifiers trained at once as one batched problem.
+"""Torch logistic regression: ``N`` small problems trained at once as one batched problem
+(:class:`BatchedLogReg`), and the single-problem estimator behind the ``torch_logreg`` learner
+(:class:`TorchLogRegEstimator`).
 
 The vector environments fit one model per episode after every step. Fitting ``N`` scikit-learn
 models one after the other costs ``N`` Python round trips; here the ``N`` problems are stacked and
@@ -27,9 +29,13 @@ Problems are given either over one shared matrix ``X`` (n, d) with per-problem l
 ``(N, n)`` (the vector environment: every episode works on the same pool), over per-problem
 matrices ``(N, n, d)``, or directly in padded form (:meth:`BatchedLogReg.fit_padded`).
 
-:class:`BatchedMLP` is a small one-hidden-layer network trained the same way (full-batch Adam).
-:class:`TorchLogReg` is the single-problem :class:`~metaal.learners.Learner` (registered as
-``"torch_logreg"`` in :data:`metaal.learners.LEARNERS`), usable with ``simulate()``.
+:class:`TorchLogRegEstimator` is a scikit-learn-style estimator over :class:`BatchedLogReg` with
+``N = 1``; :func:`torch_logreg_estimator` is the factory behind ``"torch_logreg"`` in
+:data:`metaal.learners.LEARNERS` (wrapped in a :class:`~metaal.learners.Learner`, usable with
+``simulate()``).
+
+This module sits below :mod:`metaal.learners` (which imports it lazily, torch being heavy) and
+imports nothing from it.
 """
 from __future__ import annotations
 
@@ -37,11 +43,9 @@ import contextlib
 from typing import Any, Iterator
 
 import numpy as np
-
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from metaal.errors import ConfigError, DataError
-from metaal.learners import PROBA_FLOOR, Learner
 
 try:  # torch is a dependency of the project, but keep the import error readable
     import torch
@@ -49,6 +53,9 @@ except ImportError as exc:  # pragma: no cover
     raise ImportError("metaal.torch_learners needs torch (pip install torch)") from exc
 
 _NEG = -1e9  # logit of a class absent from a problem's labels
+#: the probability floor of :data:`metaal.learners.PROBA_FLOOR`, kept here because the learners
+#: module imports this one (lazily) and not the other way round; tests pin the two equal
+PROBA_FLOOR = 1e-12
 
 
 def resolve_device(device: "str | torch.device" = "auto") -> torch.device:
@@ -217,7 +224,11 @@ class _BatchedBase:
         if rows is not None:
             present, prior, use_prior = present[rows], prior[rows], use_prior[rows]
         # (the masks are skipped when they change nothing: the same numbers, fewer passes)
-        z = logits_t if bool(present.all()) else torch.where(present[:, :, None], logits_t, torch.full_like(logits_t, _NEG))
+        z = (
+            logits_t
+            if bool(present.all())
+            else torch.where(present[:, :, None], logits_t, torch.full_like(logits_t, _NEG))
+        )
         p = torch.softmax(z, dim=1)
         if bool(use_prior.any()):
             p = torch.where(use_prior[:, None, None], prior[:, :, None].expand_as(p), p)
@@ -532,103 +543,7 @@ def _lbfgs(problem: _LogRegProblem, W: torch.Tensor, max_iter: int, tol: float) 
 
 
 # ----------------------------------------------------------------------------------------------
-# batched MLP
-
-
-class BatchedMLP(_BatchedBase):
-    """``N`` one-hidden-layer networks (tanh) trained together by full-batch Adam.
-
-    The loss of each problem is its weighted mean cross-entropy plus ``alpha / 2 * ||weights||^2``;
-    Adam updates every parameter independently, so the problems do not interact.
-
-    :param hidden: hidden units.
-    :param steps: Adam steps per fit (warm starts continue from the previous weights).
-    :param lr: Adam learning rate.
-    :param alpha: L2 strength on the weight matrices.
-    :param seed: seeds the initial weights.
-    """
-
-    def __init__(
-        self,
-        n_classes: int,
-        hidden: int = 32,
-        steps: int = 200,
-        lr: float = 0.02,
-        alpha: float = 1e-3,
-        seed: int = 0,
-        device: "str | torch.device" = "auto",
-        dtype: torch.dtype | None = None,
-        threads: int | None = 1,
-    ) -> None:
-        super().__init__(n_classes, device, dtype, threads)
-        if hidden < 1 or steps < 1:
-            raise ConfigError(f"hidden and steps must be >= 1 (got {hidden}, {steps})")
-        self.hidden, self.steps, self.seed = int(hidden), int(steps), int(seed)
-        self.lr, self.alpha = float(lr), float(alpha)
-        self.params_: list[torch.Tensor] | None = None
-
-    def _init_params(self, N: int, d: int) -> list[torch.Tensor]:
-        g = torch.Generator(device="cpu").manual_seed(self.seed)
-        H, C = self.hidden, self.n_classes
-        W1 = torch.randn(N, d, H, generator=g, dtype=torch.float64) / np.sqrt(d)
-        W2 = torch.randn(N, H, C, generator=g, dtype=torch.float64) / np.sqrt(H)
-        out = [W1, torch.zeros(N, 1, H, dtype=torch.float64), W2, torch.zeros(N, 1, C, dtype=torch.float64)]
-        return [t.to(self.device, self.dtype) for t in out]
-
-    def _forward(self, params: list[torch.Tensor], X: torch.Tensor) -> torch.Tensor:
-        W1, b1, W2, b2 = params
-        h = torch.tanh((torch.matmul(X, W1) if X.dim() == 2 else torch.bmm(X, W1)) + b1)
-        return torch.bmm(h, W2) + b2
-
-    def fit(
-        self, X: Any, y: Any, mask: Any = None, sample_weight: Any = None, init: str | None = "warm"
-    ) -> "BatchedMLP":
-        """Same arguments as :meth:`BatchedLogReg.fit`; ``init="warm"`` continues from the
-        previous weights when the shapes match."""
-        with cpu_threads(self.device, self.threads):
-            return self._fit(X, y, mask, sample_weight, init)
-
-    def _fit(self, X: Any, y: Any, mask: Any, sample_weight: Any, init: str | None) -> "BatchedMLP":
-        Xp, yp, wp = self._prepare(X, y, mask, sample_weight)
-        N, m, d = Xp.shape
-        self._set_classes(yp, wp)
-        assert self.present_ is not None
-        shapes_ok = self.params_ is not None and self.params_[0].shape == (N, d, self.hidden)
-        if init == "warm" and shapes_ok:
-            params = [p.clone() for p in self.params_]  # type: ignore[union-attr]
-        else:
-            params = self._init_params(N, d)
-        for p in params:
-            p.requires_grad_(True)
-        opt = torch.optim.Adam(params, lr=self.lr)
-        wn = wp / wp.sum(1, keepdim=True).clamp_min(1e-12)
-        for _ in range(self.steps):
-            opt.zero_grad()
-            z = self._forward(params, Xp)
-            z = torch.where(self.present_[:, None, :], z, torch.full_like(z, _NEG))
-            ce = torch.nn.functional.cross_entropy(z.reshape(-1, self.n_classes), yp.reshape(-1), reduction="none")
-            loss = (wn * ce.reshape(N, m)).sum() + 0.5 * self.alpha * ((params[0] ** 2).sum() + (params[2] ** 2).sum())
-            loss.backward()
-            opt.step()
-        self.params_ = [p.detach() for p in params]
-        self.n_fits += 1
-        return self
-
-    def logits(self, X: Any, rows: Any = None) -> torch.Tensor:
-        """Raw logits ``(N, n, C)``."""
-        if self.params_ is None:
-            raise ConfigError("BatchedMLP is not fitted yet")
-        params = self.params_ if rows is None else [p[rows] for p in self.params_]
-        with torch.no_grad():
-            return self._forward(params, self.tensor(X))
-
-    def proba_tensor(self, X: Any, rows: Any = None) -> torch.Tensor:
-        """Probabilities ``(N, n, C)`` as a tensor on the device."""
-        return self._finish_proba(self.logits(X, rows), rows)
-
-
-# ----------------------------------------------------------------------------------------------
-# single-problem scikit-learn-style estimator and Learner
+# single-problem scikit-learn-style estimator
 
 
 class TorchLogRegEstimator(BaseEstimator, ClassifierMixin):
@@ -648,7 +563,7 @@ class TorchLogRegEstimator(BaseEstimator, ClassifierMixin):
         y = np.asarray(y)
         classes, yi = np.unique(y, return_inverse=True)
         if len(classes) < 2:
-            raise DataError("TorchLogReg needs at least two classes in the labels")
+            raise DataError("TorchLogRegEstimator needs at least two classes in the labels")
         X = np.asarray(X, dtype=np.float64)
         prev = self._model
         model = BatchedLogReg(len(classes), C=self.C, device=self.device, max_iter=self.max_iter)
@@ -673,7 +588,7 @@ class TorchLogRegEstimator(BaseEstimator, ClassifierMixin):
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """``(n, K)`` probabilities over the fitted classes ``classes_``."""
         if self._model is None:
-            raise ConfigError("TorchLogReg is not fitted yet")
+            raise ConfigError("TorchLogRegEstimator is not fitted yet")
         return self._model.predict_proba(np.asarray(X, dtype=np.float64))[0]
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -682,21 +597,6 @@ class TorchLogRegEstimator(BaseEstimator, ClassifierMixin):
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         s = np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
         return s[:, 0] if s.shape[1] == 1 else s
-
-
-class TorchLogReg(Learner):
-    """The :class:`~metaal.learners.Learner` over :class:`TorchLogRegEstimator` (name
-    ``"torch_logreg"``): fixed classes, priors below two classes, ``clone()``, ``n_fits``."""
-
-    def __init__(self, n_classes: int, C: float = 1.0, device: str = "auto", warm_start: bool = False,
-                 estimator: TorchLogRegEstimator | None = None):
-        est = estimator if estimator is not None else TorchLogRegEstimator(C=C, device=device)
-        super().__init__(est, n_classes, "torch_logreg", warm_start)
-
-    def clone(self) -> "TorchLogReg":
-        e = self.estimator
-        return TorchLogReg(self.n_classes, warm_start=self.warm_start,
-                           estimator=TorchLogRegEstimator(e.C, e.device, e.warm_start, e.max_iter))
 
 
 def torch_logreg_estimator(seed: int = 0) -> TorchLogRegEstimator:

@@ -43,7 +43,9 @@ def naive_env_class():  # imports inside: the script stays importable without th
 
         def _fresh_state(self) -> ALState:
             old = self.state
-            st = ALState(old.X_pool, old.n_classes, make_learner("logreg", old.n_classes), budget=old.budget, classes=old.classes)
+            st = ALState(
+                old.X_pool, old.n_classes, make_learner("logreg", old.n_classes), budget=old.budget, classes=old.classes
+            )
             lab = np.asarray(old.order, dtype=np.int64)
             st.add_labels(lab, old.labels[lab], refit=True, record=False)  # fit from scratch
             st.n_initial = old.n_initial
@@ -68,7 +70,9 @@ def naive_env_class():  # imports inside: the script stays importable without th
             if idx[0] == m[0]:
                 reward = 0.0
             else:
-                reward = (acc - counterfactual_accuracy(self.state, self.reward_split, idx, m, task.y_pool[m])) / self.headroom
+                reward = (
+                    acc - counterfactual_accuracy(self.state, self.reward_split, idx, m, task.y_pool[m])
+                ) / self.headroom
             self.reward_accuracy = acc
             self._evaluate()
             new = self._observe()  # density, distance scale, min distances all recomputed
@@ -137,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<26}{n:>6}{t:>8.2f}{n / t:>9.1f}{c:>8.2f}{n / c:>13.1f}")
     print(f"speed-up: {(n_fast / t_fast) / (n_naive / t_naive):.1f}x wall-clock, "
           f"{(n_fast / c_fast) / (n_naive / c_naive):.1f}x CPU time")
-    print(f"mean reward: Pool-v0 {np.mean(r_fast):+.4f}, naive {np.mean(r_naive):+.4f} (same MDP and action indices; warm and cold fits differ slightly, so the trajectories part)")
+    print(
+        f"mean reward: Pool-v0 {np.mean(r_fast):+.4f}, naive {np.mean(r_naive):+.4f} (same MDP and action "
+        "indices; warm and cold fits differ slightly, so the trajectories part)"
+    )
 
     # warm start vs cold: (1) the same labeled sets give the same test accuracies up to the
     # solver's tolerance; (2) margin's AULC over seeds agrees within the seed-to-seed noise
@@ -166,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  same labeled sets: max |test accuracy difference| per seed {', '.join(f'{d:.4f}' for d in same)}")
         for warm in (False, True):
             a = np.asarray(aulc[warm])
-            print(f"  {'warm' if warm else 'cold'} AULC {a.mean():.4f} +- {a.std():.4f}  ({', '.join(f'{x:.4f}' for x in a)})")
+            print(
+                f"  {'warm' if warm else 'cold'} AULC {a.mean():.4f} +- {a.std():.4f}  "
+                f"({', '.join(f'{x:.4f}' for x in a)})"
+            )
     return 0
 
 

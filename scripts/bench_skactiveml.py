@@ -34,7 +34,9 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=50)
     ap.add_argument("--initial", type=int, default=10)
     args = ap.parse_args()
-    header = f"{'dataset':<22} {'method':<16} {'metaal AULC':>12} {'skactiveml AULC':>16} {'diff':>8} {'max |diff|':>11}"
+    header = (
+        f"{'dataset':<22} {'method':<16} {'metaal AULC':>12} {'skactiveml AULC':>16} {'diff':>8} {'max |diff|':>11}"
+    )
     print(f"seeds={args.seeds} budget={args.budget} initial={args.initial} learner=LogisticRegression(max_iter=1000)")
     print(header)
     print("-" * len(header))

@@ -123,7 +123,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    import torch
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     from metaal.agents.vec_shard import make_batched_vec_env
@@ -152,7 +151,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         record("sklearn-dummy", n, *time_vec_env(venv, args.steps, args.warmup, args.seed))
         venv.close()
     for n in sizes(args.subproc):
-        venv = SubprocVecEnv([_make_pool_env(pool_kwargs, args.seed + i) for i in range(n)], start_method=args.start_method)
+        venv = SubprocVecEnv(
+            [_make_pool_env(pool_kwargs, args.seed + i) for i in range(n)], start_method=args.start_method
+        )
         record("sklearn-subproc", n, *time_vec_env(venv, args.steps, args.warmup, args.seed))
         venv.close()
     for w in sizes(args.workers):

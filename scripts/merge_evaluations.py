@@ -8,8 +8,8 @@ budgets); the per-dataset entries (mean AULC, rank, Wilcoxon test against margin
 policy, against random) are taken as they are, and the aggregate rows (mean AULC, mean rank,
 wins/ties/losses against margin, datasets where the policy beats random) are recomputed over the
 union, exactly as ``metaal evaluate`` computes them. Prints the Markdown of
-:func:`metaal.experiments.train.results_markdown` (the merge is
-:func:`metaal.experiments.train.merge_results`).
+:func:`metaal.experiments.evaluate.results_markdown` (the merge is
+:func:`metaal.experiments.evaluate.merge_results`).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from metaal.experiments.train import merge_results, results_markdown
+from metaal.experiments.evaluate import merge_results, results_markdown
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -3,9 +3,7 @@ with a clear reason when it is not there."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from metaal.data import Dataset, find_dataset, load_dataset

@@ -11,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+# ruff: noqa: E402  (imported after the torch check)
 from metaal.data import load_dataset, make_split
 from metaal.errors import ConfigError, PolicyError
 from metaal.loop.simulate import new_state, simulate
@@ -70,7 +71,11 @@ def test_permutation_equivariance_and_any_k(context):
     obs["action_mask"][1, 5:] = 0
     logits = pol8.candidate_logits(obs)
     perm = torch.randperm(8, generator=torch.Generator().manual_seed(1))
-    obs_p = {"candidates": obs["candidates"][:, perm], "global": obs["global"], "action_mask": obs["action_mask"][:, perm]}
+    obs_p = {
+        "candidates": obs["candidates"][:, perm],
+        "global": obs["global"],
+        "action_mask": obs["action_mask"][:, perm],
+    }
     assert torch.allclose(pol8.candidate_logits(obs_p), logits[:, perm], atol=1e-5)
     assert (logits[1, 5:] < -1e7).all() and (logits[1, :5] > -1e7).all()
     v = pol8.predict_values(obs)
@@ -99,8 +104,7 @@ def test_permutation_equivariance_and_any_k(context):
 
 
 def test_saved_policy_reloads_and_acts_identically(policy_file):
-    from metaal.agents import LearnedStrategy
-    from metaal.agents.strategy import policy_logits, read_metadata
+    from metaal.agents import LearnedStrategy, policy_logits, read_metadata
 
     path, model = policy_file
     meta = read_metadata(path)
@@ -182,8 +186,9 @@ def test_wrong_observation_version_falls_back(policy_file, tmp_path):
     assert s.is_fallback and "fallback=random" in s.name
 
 
+@pytest.mark.slow
 def test_policy_default_via_compare_cli(tmp_path):
-    from metaal.agents.strategy import resolve_policy_path
+    from metaal.agents.policy_file import resolve_policy_path
     from metaal.cli import main
 
     if not resolve_policy_path("default").is_file():
@@ -200,6 +205,7 @@ def test_policy_default_via_compare_cli(tmp_path):
     assert "policy:default" in text and "margin" in text
 
 
+@pytest.mark.slow
 def test_evaluate_cli_tables_tests_and_budget_caps(tmp_path, capsys):
     """`metaal evaluate`: per-dataset Wilcoxon tests against margin, W/T/L that add up, budgets
     capped at the pool, heuristics run once (their smaller-budget curve is a prefix)."""
@@ -233,7 +239,7 @@ def test_evaluate_cli_tables_tests_and_budget_caps(tmp_path, capsys):
     # two evaluations on disjoint datasets merge into the one over both (scripts/merge_evaluations.py)
     import copy
 
-    from metaal.experiments.train import merge_results
+    from metaal.experiments.evaluate import merge_results
 
     parts = []
     for keep in (["wine"], ["iris"]):
@@ -253,6 +259,7 @@ def test_evaluate_cli_tables_tests_and_budget_caps(tmp_path, capsys):
 # imitation and training
 
 
+@pytest.mark.slow
 def test_expert_gains_and_behaviour_cloning(wine):
     from metaal.agents.imitation import TaskSampler, agreement, bc_train, collect, lookahead_gains, soft_targets
     from metaal.agents.train import make_model
@@ -288,7 +295,7 @@ def test_beam_expert_is_the_exhaustive_two_step_search_when_wide(wine):
     """Beam lookahead: depth 1 is the greedy expert; with a beam as wide as the candidate set the
     depth-2 score of a candidate is the best gain of a pair starting with it (per label), brute
     forced here; a narrow beam re-scores only its survivors and ranks them above the rest."""
-    from metaal.agents.imitation import collect, lookahead_gains, TaskSampler
+    from metaal.agents.imitation import TaskSampler, collect, lookahead_gains
 
     task = _task()
     state = new_state(task, "svm", budget=10)  # cold refits: the brute force below is exact
@@ -329,8 +336,9 @@ def test_beam_expert_is_the_exhaustive_two_step_search_when_wide(wine):
     assert narrow[top2].min() > narrow[rest].max()
     firsts = {int(idx[a]): best[int(idx[a])] for a in top2}
     assert firsts[int(idx[np.argmax(narrow)])] == max(firsts.values())
-    assert narrow[top2[0]] - narrow[top2[1]] == pytest.approx((firsts[int(idx[top2[0]])] - firsts[int(idx[top2[1]])]) / 2,
-                                                             abs=1e-12)
+    assert narrow[top2[0]] - narrow[top2[1]] == pytest.approx(
+        (firsts[int(idx[top2[0]])] - firsts[int(idx[top2[1]])]) / 2, abs=1e-12
+    )
     with pytest.raises(ValueError, match="beam_width"):
         lookahead_gains(state, task, idx, mask, beam_width=0, beam_depth=2)
     # end to end on a real dataset: episodes with the beam expert
@@ -364,9 +372,10 @@ def test_committed_training_configs_load(name):
     assert cfg["datasets"]["train"] == "meta_train"
 
 
+@pytest.mark.slow
 def test_tiny_training_run_writes_policy_tb_and_resumes(tmp_path):
     pytest.importorskip("metaal.envs.pool")
-    from metaal.agents.strategy import read_metadata
+    from metaal.agents.policy_file import read_metadata
     from metaal.agents.train import train
 
     rl = {"enabled": True, "init": "scratch", "total_timesteps": 64, "n_envs": 1,
@@ -396,10 +405,11 @@ def test_tiny_training_run_writes_policy_tb_and_resumes(tmp_path):
         train(_cfg(seed=5, imitation={"enabled": False}, rl=rl), out, progress=False)
 
 
+@pytest.mark.slow
 def test_rl_starts_from_a_stage_with_another_network(tmp_path):
     """PPO fine-tuning from a policy file whose network differs from the config's (a variant)."""
     pytest.importorskip("metaal.envs.pool")
-    from metaal.agents.strategy import load_model
+    from metaal.agents.policy_file import load_model
     from metaal.agents.train import _save, make_model, train
 
     src_cfg = _cfg(network={"context": "attention"})
@@ -460,6 +470,7 @@ def dqn_run(tmp_path_factory):
     return path, model, cfg, init, seen
 
 
+@pytest.mark.slow
 def test_dqn_trains_on_pool_env_with_valid_actions_only(dqn_run):
     from metaal.agents.networks import MaskedDQN, SetDQNPolicy
 
@@ -489,7 +500,11 @@ def test_dqn_q_values_equivariant_any_k_and_greedy_valid(context):
     assert q.shape == (4, 8) and q[obs["action_mask"] > 0].std() > 0
     assert (q[obs["action_mask"] == 0] < -1e7).all() and (q[obs["action_mask"] > 0] > -1e7).all()
     perm = torch.randperm(8, generator=torch.Generator().manual_seed(1))
-    obs_p = {"candidates": obs["candidates"][:, perm], "global": obs["global"], "action_mask": obs["action_mask"][:, perm]}
+    obs_p = {
+        "candidates": obs["candidates"][:, perm],
+        "global": obs["global"],
+        "action_mask": obs["action_mask"][:, perm],
+    }
     assert torch.allclose(pol8.q_net(obs_p), q[:, perm], atol=1e-5)
     assert torch.equal(pol8.candidate_logits(obs), q)
     # the target network is a separate copy with the same weights at the start
@@ -510,6 +525,7 @@ def test_dqn_q_values_equivariant_any_k_and_greedy_valid(context):
     assert torch.equal(pol16._predict(pad, deterministic=True), greedy)
 
 
+@pytest.mark.slow
 def test_masked_dqn_explores_among_valid_candidates_only(dqn_run):
     from stable_baselines3 import DQN
 
@@ -549,10 +565,10 @@ def test_masked_dqn_explores_among_valid_candidates_only(dqn_run):
     assert mask[np.arange(3), greedy].all() and greedy[2] == 15
 
 
+@pytest.mark.slow
 def test_dqn_policy_file_reloads_acts_identically_and_simulates(dqn_run):
-    from metaal.agents import LearnedStrategy
+    from metaal.agents import LearnedStrategy, load_model, policy_logits, read_metadata
     from metaal.agents.networks import MaskedDQN
-    from metaal.agents.strategy import load_model, policy_logits, read_metadata
 
     path, model, _, _, _ = dqn_run
     meta = read_metadata(path)
@@ -577,6 +593,7 @@ def test_dqn_policy_file_reloads_acts_identically_and_simulates(dqn_run):
     assert len(c1.queried) == 8 and c1.queried == c2.queried
 
 
+@pytest.mark.slow
 def test_dqn_config_and_init_from_imitation(policy_file, dqn_run):
     from metaal.agents.train import init_weights, load_config, make_model
 
@@ -602,10 +619,11 @@ def test_dqn_config_and_init_from_imitation(policy_file, dqn_run):
         init_weights(make_model(_cfg()), dqn_run[1])
 
 
+@pytest.mark.slow
 def test_tiny_dqn_training_run_and_resume(tmp_path):
     pytest.importorskip("metaal.envs.pool")
     from metaal.agents.networks import MaskedDQN
-    from metaal.agents.strategy import load_model
+    from metaal.agents.policy_file import load_model
     from metaal.agents.train import train
 
     rl = {"enabled": True, "algo": "DQN", "init": "scratch", "total_timesteps": 64, "n_envs": 1,
@@ -625,11 +643,12 @@ def test_tiny_dqn_training_run_and_resume(tmp_path):
     assert set(s2["stages"]) == {"rl_64", "rl_96"} and (out / "checkpoints" / "rl_model_96_steps.zip").is_file()
 
 
+@pytest.mark.slow
 def test_dqn_config_with_imitation_stages(tmp_path):
     """In a DQN config, behaviour cloning still trains a MaskablePPO policy; the DQN run starts
     from it, and each stage file records its own algorithm."""
     pytest.importorskip("metaal.envs.pool")
-    from metaal.agents.strategy import read_metadata
+    from metaal.agents.policy_file import read_metadata
     from metaal.agents.train import train
 
     rl = {"enabled": True, "algo": "DQN", "init": "imitation", "total_timesteps": 32, "n_envs": 1,

@@ -184,6 +184,7 @@ def test_all_expands_to_every_registered_heuristic() -> None:
 # Ray
 
 
+@pytest.mark.slow
 def test_ray_backend_equals_joblib() -> None:
     pytest.importorskip("ray", reason="Ray is not installed (pip install metaal[ray]); Ray backend untested")
     args = dict(seeds=2, budget=8, initial=6, batch_size=2)
@@ -221,13 +222,21 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "csv_text_cell": (["--data", str(tmp / "text.csv")], "'hello' is not a number"),
         "npz_nan": (["--data", str(tmp / "nan.npz")], "NaN"),
         "one_class": (["--data", str(tmp / "one_class.npz")], "only one class"),
-        "budget_too_big": (["--data", "sklearn:wine", "--budget", "500"], "budget 500 is larger than the unlabeled pool"),
-        "unknown_strategy": (["--data", "sklearn:wine", "--strategies", "random,marginn"], "unknown strategy 'marginn'"),
+        "budget_too_big": (
+            ["--data", "sklearn:wine", "--budget", "500"],
+            "budget 500 is larger than the unlabeled pool",
+        ),
+        "unknown_strategy": (
+            ["--data", "sklearn:wine", "--strategies", "random,marginn"],
+            "unknown strategy 'marginn'",
+        ),
         "unknown_dataset": (["--data", "no_such_dataset_xyz"], "dataset 'no_such_dataset_xyz' not found"),
         "text_without_X": (["--data", str(tmp / "docs.npz")], "run `metaal featurize`"),
         "images_without_X": (["--data", str(tmp / "pics.npz")], "run `metaal featurize`"),
-        "splits_two_datasets": (["--data", "sklearn:wine", "sklearn:iris", "--splits", str(splits)],
-                                "--splits works with exactly one dataset"),
+        "splits_two_datasets": (
+            ["--data", "sklearn:wine", "sklearn:iris", "--splits", str(splits)],
+            "--splits works with exactly one dataset",
+        ),
         "unknown_learner": (["--data", "sklearn:wine", "--learner", "xgboost"], "unknown learner 'xgboost'"),
         "unknown_backend": (["--data", "sklearn:wine", "--backend", "dask"], "unknown backend 'dask'"),
         "initial_too_small": (["--data", "sklearn:wine", "--initial", "1"], "--initial must be >= 2"),
@@ -256,6 +265,7 @@ def test_bad_input_is_one_line_and_exit_2(case: str, tmp_path: Path, capsys: pyt
     assert not (tmp_path / "out").exists()  # nothing ran, nothing written
 
 
+@pytest.mark.slow
 def test_bad_input_through_the_real_command(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "metaal.cli", "compare", "--data", "sklearn:wine", "--strategies", "nope",

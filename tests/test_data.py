@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from metaal.data import (
-    Dataset, choose_initial, load_csv, load_dataset, load_libsvm, load_splits, make_split, save_splits,
+    Dataset,
+    choose_initial,
+    load_csv,
+    load_dataset,
+    load_libsvm,
+    load_splits,
+    make_split,
+    save_splits,
 )
 from metaal.errors import DataError
 

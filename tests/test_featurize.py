@@ -160,7 +160,9 @@ def test_featurize_command_hog(shared, tmp_path):
     parser = argparse.ArgumentParser()
     featurize_cli.register(parser.add_subparsers())
     out = tmp_path / "usps_hog.npz"
-    args = parser.parse_args(["featurize", "--data", "usps", "--kind", "image", "--limit", "200", "--no-progress", "--out", str(out)])
+    args = parser.parse_args(
+        ["featurize", "--data", "usps", "--kind", "image", "--limit", "200", "--no-progress", "--out", str(out)]
+    )
     assert args.func(args) == 0
     back = load_npz(out)
     assert back.X.shape == (200, 324) and back.images.shape == (200, 16, 16) and back.n_classes == 10

@@ -28,7 +28,17 @@ def free_port() -> int:
 
 
 def start_server(store: Path, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "metaal.label_cli", "--data", "sklearn:wine", "--store", str(store), "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "metaal.label_cli",
+        "--data",
+        "sklearn:wine",
+        "--store",
+        str(store),
+        "--port",
+        str(port),
+    ]
     proc = subprocess.Popen(cmd, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -58,6 +68,7 @@ def make_driver(profile: Path):
 
 @pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
                     reason="needs Debian chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver)")
+@pytest.mark.slow
 def test_click_labels_restart_nothing_lost(tmp_path, wine):
     pytest.importorskip("selenium")
     from selenium.webdriver.common.by import By
@@ -82,7 +93,7 @@ def test_click_labels_restart_nothing_lost(tmp_path, wine):
             item = int(text("#item-id"))
             label = int(wine.y[item])
             driver.find_element(By.ID, f"class-{label}").click()
-            wait.until(lambda d: text("#count") == str(i + 1))
+            wait.until(lambda d, n=i + 1: text("#count") == str(n))
             clicked.append((item, label))
         shown_before_kill = int(text("#item-id"))
         assert text("#error") == ""
@@ -135,8 +146,9 @@ def test_api_images_and_errors(shared):
     assert item["display"] == {"kind": "image", "url": f"/api/image/{item['id']}.png"}
     png = client.get(item["display"]["url"])
     assert png.status_code == 200 and png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     im = np.asarray(Image.open(io.BytesIO(png.content)))
     assert im.shape == (160, 160)  # 16x16 upscaled 10x, pixels preserved

@@ -144,6 +144,7 @@ def _label_cmd(store: Path, n: int, delay: float) -> list[str]:
             "--strategy", "margin", "--oracle", "y", "--n", str(n), "--delay", str(delay)]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_session_then_resume(tmp_path, wine):
     n_total, n_before_kill = 16, 6
     # reference: the same session without interruption (in process)
@@ -182,7 +183,9 @@ def test_sigkill_mid_session_then_resume(tmp_path, wine):
     s.close()
 
     # resume: the same command finishes the session, asking exactly what the reference asked
-    out = subprocess.run(_label_cmd(path, n_total, 0.0), capture_output=True, text=True, cwd=str(ROOT), env=env, timeout=120)
+    out = subprocess.run(
+        _label_cmd(path, n_total, 0.0), capture_output=True, text=True, cwd=str(ROOT), env=env, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(f"resumed {path}: {len(stored)} labels")
     s = Store(path)

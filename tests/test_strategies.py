@@ -10,7 +10,7 @@ from metaal import strategies
 from metaal.data import Dataset, load_dataset, make_split
 from metaal.errors import ConfigError
 from metaal.loop import new_state, simulate
-from metaal.state import ALState, Task
+from metaal.state import Task
 from metaal.strategies.committee import (
     bootstrap_indices,
     committee_proba,
@@ -337,3 +337,22 @@ def test_matches_scikit_activeml(method: str, wine: Dataset) -> None:
     assert abs(np.mean(ours) - np.mean(theirs)) < 0.01, (ours, theirs)
     for a, b in zip(ours, theirs):
         assert abs(a - b) < 0.01
+
+
+def test_policy_prefix_is_registered_by_the_agents_layer_through_an_entry_point(monkeypatch):
+    """``policy:`` comes from the ``metaal.strategies`` entry point group (pyproject.toml), which
+    get() loads for a prefix it does not know; the strategies layer names no agents module."""
+    from importlib.metadata import entry_points
+
+    from metaal.strategies import base
+
+    eps = {ep.name: ep.value for ep in entry_points(group=base.ENTRY_POINT_GROUP)}
+    assert eps.get("policy") == "metaal.agents.learned:policy_factory"
+    # forget the factory, as in a fresh interpreter that never imported metaal.agents
+    monkeypatch.delitem(base._REGISTRY, "policy:", raising=False)
+    s = strategies.get("policy:default")
+    assert type(s).__name__ == "LearnedStrategy" and s.name.startswith("policy:default")
+    assert "policy:" in base._REGISTRY  # loaded once, then kept
+    assert "policy" in base.prefixes()
+    with pytest.raises(ConfigError, match="unknown strategy prefix 'nope'.*policy:ARG"):
+        strategies.get("nope:x")

@@ -16,7 +16,13 @@ from metaal.envs.pool import pool_spaces  # noqa: E402
 from metaal.errors import ConfigError  # noqa: E402
 from metaal.geometry import PoolGeometry  # noqa: E402
 from metaal.state import ALState  # noqa: E402
-from metaal.torch_learners import TorchLogReg  # noqa: E402
+from metaal.learners import Learner  # noqa: E402
+from metaal.torch_learners import TorchLogRegEstimator  # noqa: E402
+
+
+def TorchLogReg(n_classes: int, device: str = "cpu") -> Learner:  # noqa: N802
+    """The ``torch_logreg`` learner on ``device``."""
+    return Learner(TorchLogRegEstimator(device=device), n_classes, "torch_logreg")
 
 SMALL = ["sklearn:wine", "sklearn:breast_cancer"]
 
@@ -169,6 +175,7 @@ def test_label_cost_restarts_early_and_truncates_at_round_end():
     assert env.round_step == 0 and all(s.n_labeled == 10 for s in env.states)  # a new round began
 
 
+@pytest.mark.slow
 def test_maskable_ppo_learns_on_it():
     sb3c = pytest.importorskip("sb3_contrib")
     env = _env(num_envs=4, budget=5)
@@ -219,6 +226,7 @@ def test_pool_geometry_rows_on_demand_equal_the_whole_pool(monkeypatch):
     assert lazy.scale == geo.PoolGeometry(X).scale == ALState(X, 2, None).distance_scale()  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_envs_package_imports_no_torch_and_no_agent_library():
     import subprocess
     import sys
@@ -286,6 +294,7 @@ def test_sharded_env_equals_its_shards_stepped_alone():
         env.close()
 
 
+@pytest.mark.slow
 def test_sharded_env_seed_method_reproduces_and_maskable_ppo_trains():
     from sb3_contrib import MaskablePPO
     from stable_baselines3.common.vec_env import VecMonitor
@@ -329,13 +338,14 @@ def test_a_failing_shard_reports_its_error():
             env.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("vec_env,workers", [("dummy", 1), ("batched", 2)])
 def test_training_run_reproduces_its_policy(tmp_path, vec_env, workers):
     """`metaal train` twice from one config gives the same network, bit for bit, whether PPO runs
     on scikit-learn Pool-v0 envs or on the batched env in two worker processes."""
     import torch
 
-    from metaal.agents.strategy import load_model
+    from metaal.agents.policy_file import load_model
     from metaal.agents.train import load_config, train
 
     raw = {"k": 8, "network": {"embed_dim": 16, "head": 16}, "budget_range": [4, 8], "jobs": 1,
@@ -354,7 +364,7 @@ def test_training_run_reproduces_its_policy(tmp_path, vec_env, workers):
             params.append(model.policy.state_dict())
     params = [params[1], params[3], params[0], params[2]]  # rl_128 of both runs, then the chosen policies
     # the policy files are byte-identical too (same sha256), not only the weights
-    from metaal.agents.strategy import read_metadata
+    from metaal.agents.policy_file import read_metadata
 
     assert read_metadata(tmp_path / "a" / "policy.zip")["sha256"] == read_metadata(tmp_path / "b" / "policy.zip")["sha256"]
     assert (tmp_path / "a" / "stages" / "rl_128.zip").read_bytes() == (tmp_path / "b" / "stages" / "rl_128.zip").read_bytes()

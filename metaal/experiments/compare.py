@@ -17,6 +17,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from metaal.data import load_splits
+from metaal.errors import ConfigError
+from metaal.experiments.report import format_table, write_report
+from metaal.experiments.runner import (
+    BACKENDS,
+    check_learner,
+    check_strategies,
+    load_datasets,
+    prepare_tasks,
+    run_cells,
+)
+
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``compare`` parser to the ``metaal`` command."""
@@ -39,7 +51,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=100, help="labels to acquire after the initial set (100)")
     p.add_argument("--initial", type=int, default=10, help="size of the random initial labeled set (10)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds 0..S-1 (5)")
-    p.add_argument("--learner", default="logreg", help="learner: a name in metaal.learners.LEARNERS, e.g. logreg, svm, rf, knn, gb (logreg)")
+    p.add_argument(
+        "--learner",
+        default="logreg",
+        help="learner: a name in metaal.learners.LEARNERS, e.g. logreg, svm, rf, knn, gb (logreg)",
+    )
     p.add_argument("--batch-size", type=int, default=1, help="labels per query step (1)")
     p.add_argument("--jobs", type=int, default=2, help="parallel workers (2)")
     p.add_argument("--backend", default="joblib", help="joblib (processes on this machine) or ray (joblib)")
@@ -52,18 +68,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Validate everything, run the cells, write the reports and print the summary table."""
-    from metaal.data import load_splits
-    from metaal.errors import ConfigError
-    from metaal.experiments.report import format_table, write_report
-    from metaal.experiments.runner import (
-        BACKENDS,
-        check_learner,
-        check_strategies,
-        load_datasets,
-        prepare_tasks,
-        run_cells,
-    )
-
     # cheap checks first, so a typo never waits for a dataset to load
     if args.backend not in BACKENDS:
         raise ConfigError(f"unknown backend {args.backend!r} (use {' or '.join(BACKENDS)})")

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from metaal.experiments.runner import CURVE_COLUMNS, SUMMARY_COLUMNS, mean_curves
+from metaal.experiments.runner import CURVE_COLUMNS, SUMMARY_COLUMNS, mean_curves, summarize
 from metaal.loop.simulate import Curve
 
 
@@ -177,8 +177,6 @@ def write_report(
     :returns: ``{"rows": summary rows, "curves_csv", "summary_csv", "summary_json", "tb",
         "plot": paths}``.
     """
-    from metaal.experiments.runner import summarize
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = summarize(curves)

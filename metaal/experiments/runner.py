@@ -25,7 +25,10 @@ import numpy as np
 
 from metaal.data import Dataset, Split, load_dataset, make_split
 from metaal.errors import ConfigError, MetaalError
-from metaal.loop.simulate import Curve
+from metaal.learners import LEARNERS
+from metaal.loop.simulate import Curve, simulate
+from metaal.state import Task
+from metaal.strategies import get, parse_list
 
 BACKENDS = ("joblib", "ray")
 CURVE_COLUMNS = ["dataset", "strategy", "seed", "n_labeled", "accuracy", "macro_f1"]
@@ -72,8 +75,6 @@ def check_strategies(strategies: Sequence[str] | str) -> list[str]:
 
     :raises ConfigError: for an unknown name or a strategy that cannot be built.
     """
-    from metaal.strategies import get, parse_list
-
     names = parse_list(strategies if isinstance(strategies, str) else ",".join(strategies))
     for name in names:
         try:
@@ -86,8 +87,6 @@ def check_strategies(strategies: Sequence[str] | str) -> list[str]:
 
 
 def check_learner(learner: Any) -> None:
-    from metaal.learners import LEARNERS
-
     if isinstance(learner, str) and learner not in LEARNERS:
         raise ConfigError(f"unknown learner {learner!r} (known: {', '.join(LEARNERS)})")
 
@@ -139,8 +138,6 @@ def prepare_tasks(
     :returns: ``{(dataset position, seed): Task}``.
     :raises DataError: when the budget exceeds an unlabeled pool or a split is invalid.
     """
-    from metaal.state import Task
-
     if budget < 1:
         raise ConfigError(f"--budget must be >= 1 (got {budget})")
     tasks: dict[tuple[int, int], Any] = {}
@@ -177,9 +174,6 @@ def run_cell(task: Any, strategy: str, budget: int, learner: Any = "logreg", bat
     BLAS runs single-threaded so the curve does not depend on how many cells share the machine.
     """
     from threadpoolctl import threadpool_limits
-
-    from metaal.loop.simulate import simulate
-    from metaal.strategies import get
 
     with threadpool_limits(limits=1):
         strat = get(strategy)

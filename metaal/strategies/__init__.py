@@ -1,7 +1,8 @@
 """Query strategies (heuristics) and their registry.
 
 ``metaal.strategies.get("margin")`` returns a fresh instance; ``names()`` lists the registered
-heuristics; ``policy:PATH`` resolves to a learned policy from :mod:`metaal.agents`.
+heuristics; ``policy:PATH`` resolves to a learned policy registered by the agents layer (entry point
+group ``metaal.strategies``).
 
 Registered heuristics: ``random``, ``least_confident``, ``margin``, ``entropy``
 (:mod:`~metaal.strategies.uncertainty`); ``qbc_vote``, ``qbc_kl``, ``bald``
@@ -9,12 +10,14 @@ Registered heuristics: ``random``, ``least_confident``, ``margin``, ``entropy``
 ``density``, ``coreset``, ``dbal`` (:mod:`~metaal.strategies.diversity`); ``albl``
 (:mod:`~metaal.strategies.bandit`).
 """
+from metaal.strategies import (
+    bandit,  # noqa: F401  (registers albl; imports the others first)
+    committee,  # noqa: F401  (registers qbc_vote, qbc_kl, bald)
+    diversity,  # noqa: F401  (registers density, coreset, dbal)
+    gradient,  # noqa: F401  (registers egl, badge)
+    uncertainty,  # noqa: F401  (registers random, least_confident, margin, entropy)
+)
 from metaal.strategies.base import Strategy, check_k, get, names, parse_list, register, register_factory, top_k
-from metaal.strategies import uncertainty  # noqa: F401  (registers random, least_confident, margin, entropy)
-from metaal.strategies import committee  # noqa: F401  (registers qbc_vote, qbc_kl, bald)
-from metaal.strategies import gradient  # noqa: F401  (registers egl, badge)
-from metaal.strategies import diversity  # noqa: F401  (registers density, coreset, dbal)
-from metaal.strategies import bandit  # noqa: F401  (registers albl; imports the others first)
 from metaal.strategies.uncertainty import entropy_score, least_confident_score, margin_score
 
 __all__ = [

@@ -1,7 +1,7 @@
 """The Strategy contract and the strategy registry."""
 from __future__ import annotations
 
-import importlib
+from importlib.metadata import entry_points
 from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
@@ -99,7 +99,9 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 # registry
 
 _REGISTRY: dict[str, Callable[..., Strategy]] = {}
-_PREFIXES: dict[str, str] = {"policy": "metaal.agents"}
+#: entry point group of ``PREFIX:ARG`` strategy factories registered by higher layers (``policy``
+#: by :mod:`metaal.agents`, declared in pyproject.toml); the strategies layer names no such layer
+ENTRY_POINT_GROUP = "metaal.strategies"
 
 
 def register(name: str) -> Callable[[type], type]:
@@ -115,9 +117,27 @@ def register(name: str) -> Callable[[type], type]:
 
 
 def register_factory(prefix: str, factory: Callable[..., Strategy]) -> None:
-    """Register a factory for names ``PREFIX:ARG`` (``policy:PATH`` is registered by
-    :mod:`metaal.agents` when it is imported)."""
+    """Register a factory for names ``PREFIX:ARG``. Packages register theirs as an entry point in
+    the :data:`ENTRY_POINT_GROUP` group (``policy = "metaal.agents.learned:policy_factory"``),
+    which :func:`get` loads the first time it meets the prefix."""
     _REGISTRY[prefix + ":"] = factory
+
+
+def _plugin_factory(prefix: str) -> Callable[..., Strategy] | None:
+    """The factory registered for ``prefix`` in the :data:`ENTRY_POINT_GROUP` entry points, now
+    in the registry too; None if no installed package declares one."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == prefix:
+            register_factory(prefix, ep.load())
+            return _REGISTRY[prefix + ":"]
+    return None
+
+
+def prefixes() -> list[str]:
+    """Registered and installed ``PREFIX:ARG`` prefixes."""
+    known = {n[:-1] for n in _REGISTRY if n.endswith(":")}
+    known |= {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return sorted(known)
 
 
 def names() -> list[str]:
@@ -134,11 +154,10 @@ def get(name: str, **kwargs: Any) -> Strategy:
         raise ConfigError(f"strategy name must be a non-empty string, got {name!r}")
     if ":" in name:
         prefix, arg = name.split(":", 1)
-        if prefix + ":" not in _REGISTRY and prefix in _PREFIXES:
-            importlib.import_module(_PREFIXES[prefix])  # registers its factory
-        factory = _REGISTRY.get(prefix + ":")
+        factory = _REGISTRY.get(prefix + ":") or _plugin_factory(prefix)
         if factory is None:
-            raise ConfigError(f"unknown strategy prefix {prefix!r} in {name!r} (known: policy:PATH)")
+            known = ", ".join(f"{p}:ARG" for p in prefixes()) or "none installed"
+            raise ConfigError(f"unknown strategy prefix {prefix!r} in {name!r} (known: {known})")
         return factory(arg, **kwargs)
     if name not in _REGISTRY:
         raise ConfigError(f"unknown strategy {name!r} (known: {', '.join(sorted(names()))}, policy:PATH)")

@@ -1,5 +1,4 @@
-"""Learned query policies behind the :class:`~metaal.strategies.Strategy` contract, and the
-portable policy file format.
+"""The portable policy file format: save, load and check a learned query policy.
 
 Policy files
 ------------
@@ -18,34 +17,29 @@ shipped pair ``metaal/policies/default.zip`` + ``default.json``; ``policy:PATH``
 ``PATH.zip``, ``PATH`` without suffix, or a training output folder holding ``policy.zip``.
 
 Any problem (missing file, corrupt zip or JSON, checksum mismatch, other observation version) is a
-:class:`~metaal.errors.PolicyError` with a one-line message. :class:`LearnedStrategy` raises it
-when ``strict=True``; otherwise it warns loudly (``warnings.warn`` and ``logging``) and uses the
-named heuristic instead, and its ``name`` says so (``policy:default(fallback=margin)``).
+:class:`~metaal.errors.PolicyError` with a one-line message (:func:`read_metadata`,
+:func:`load_model`). :class:`metaal.agents.learned.LearnedStrategy` runs a loaded policy.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
 import json
-import logging
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from metaal.errors import ConfigError, PolicyError
-from metaal.state import ALState
-from metaal.strategies.base import Strategy, check_k
-
-log = logging.getLogger("metaal.agents")
+import metaal
+from metaal.errors import PolicyError
+from metaal.observe import OBS_VERSION
 
 POLICY_FORMAT = "metaal-policy-1"
+
+
 def _default_policy_path() -> Path:
     """The shipped default policy (``metaal/policies/default.zip`` inside the installed package)."""
-    import metaal
-
     return Path(metaal.__file__).resolve().parent / "policies" / "default.zip"
 
 
@@ -82,8 +76,6 @@ def _normalize_zip(path: Path) -> None:
     """Rewrite the zip at ``path`` with every entry's timestamp set to 1980-01-01 (zip's epoch) and
     its entries in name order, so that the same weights give the same bytes (and the same sha256)
     whenever they are saved; the contents are unchanged."""
-    import zipfile
-
     with zipfile.ZipFile(path) as zf:
         entries = [(info, zf.read(info)) for info in sorted(zf.infolist(), key=lambda i: i.filename)]
     tmp = path.with_name(path.name + ".tmp")
@@ -100,10 +92,7 @@ def save_policy(model: Any, path: "str | os.PathLike", k: int, algo: str, datase
                 config: dict[str, Any] | None = None, observer: dict[str, Any] | None = None,
                 extra: dict[str, Any] | None = None) -> Path:
     """Save an SB3 ``model`` as ``PATH.zip`` plus its metadata ``PATH.json``; returns the zip path."""
-    import torch
-
-    import metaal
-    from metaal.observe import OBS_VERSION
+    import torch  # heavy: only when saving
 
     zp = Path(path)
     if zp.suffix != ".zip":
@@ -139,8 +128,6 @@ def read_metadata(zip_path: "str | os.PathLike") -> dict[str, Any]:
 
     :raises PolicyError: with a one-line reason.
     """
-    from metaal.observe import OBS_VERSION
-
     zp = Path(zip_path)
     if not zp.is_file():
         raise PolicyError(f"policy file {zp} not found")
@@ -158,7 +145,10 @@ def read_metadata(zip_path: "str | os.PathLike") -> dict[str, Any]:
             raise PolicyError(f"policy metadata {mp} lacks {key!r}")
     digest = sha256_file(zp)
     if digest != meta["sha256"]:
-        raise PolicyError(f"policy file {zp} is corrupt: sha256 {digest[:12]}... does not match the metadata's {str(meta['sha256'])[:12]}...")
+        raise PolicyError(
+            f"policy file {zp} is corrupt: sha256 {digest[:12]}... does not match the metadata's "
+            f"{str(meta['sha256'])[:12]}..."
+        )
     if meta["obs_version"] != OBS_VERSION:
         raise PolicyError(
             f"policy {zp} was trained on observation version {meta['obs_version']!r}, this metaal "
@@ -179,6 +169,7 @@ def load_model(zip_path: "str | os.PathLike", meta: dict[str, Any] | None = None
     algo = meta["algo"]
     if algo not in _ALGOS:
         raise PolicyError(f"policy {zip_path}: unknown algorithm {algo!r} (known: {', '.join(_ALGOS)})")
+    # SB3 and torch are heavy: imported only when a policy is loaded
     if algo == "MaskablePPO":
         from sb3_contrib import MaskablePPO as cls
     elif algo == "DQN":
@@ -196,115 +187,3 @@ def load_model(zip_path: "str | os.PathLike", meta: dict[str, Any] | None = None
         raise PolicyError(f"policy file {zip_path} cannot be loaded ({type(exc).__name__}: {exc})") from None
     model.policy.set_training_mode(False)
     return model, meta
-
-
-def policy_logits(policy: Any, obs: dict[str, np.ndarray]) -> np.ndarray:
-    """Candidate logits ``(K,)`` of one observation (``Observation.as_dict()``), Q-values for a
-    DQN policy; padding ``-inf``."""
-    import torch as th
-
-    with th.no_grad():
-        tens, _ = policy.obs_to_tensor(obs)
-        if hasattr(policy, "candidate_logits"):
-            logits = policy.candidate_logits(tens)
-        else:  # any SB3 actor-critic: the distribution's logits
-            logits = policy.get_distribution(tens).distribution.logits
-    out = logits.reshape(-1).cpu().numpy().astype(np.float64)
-    out[~np.asarray(obs["action_mask"], dtype=bool)] = -np.inf
-    return out
-
-
-class LearnedStrategy(Strategy):
-    """A learned query policy as a :class:`Strategy`.
-
-    :param path: ``default``, a policy ``.zip`` (with its ``.json``), or a training output folder.
-    :param fallback: the heuristic used when the policy cannot be loaded (``strict=False``).
-    :param strict: raise :class:`PolicyError` instead of falling back.
-
-    Each step builds the observation with :class:`metaal.observe.Observer` (``K`` from the
-    metadata), runs the policy deterministically and maps the best candidate(s) to pool positions;
-    ``k > 1`` takes the ``k`` highest candidate logits (then margin's order if ``k`` exceeds the
-    candidates offered).
-    """
-
-    has_score = False
-
-    def __init__(self, path: "str | os.PathLike" = "default", fallback: str = "margin", strict: bool = False):
-        from metaal.strategies import get
-
-        self.spec = str(path) or "default"
-        self.fallback_name = fallback
-        self.strict = bool(strict)
-        self.model: Any = None
-        self.meta: dict[str, Any] = {}
-        self.fallback: Strategy | None = None
-        self.error: PolicyError | None = None
-        self.zip_path = resolve_policy_path(self.spec)
-        try:
-            self.model, self.meta = load_model(self.zip_path)
-        except PolicyError as exc:
-            if self.strict:
-                raise
-            if ":" in fallback:
-                raise ConfigError(f"the fallback of a policy must be a heuristic (got {fallback!r})") from None
-            self.fallback = get(fallback)
-            self.error = exc
-            msg = f"{exc}; falling back to the {fallback!r} heuristic"
-            warnings.warn(msg, RuntimeWarning, stacklevel=2)
-            log.warning(msg)
-        if self.fallback is not None:
-            self.name = f"policy:{self.spec}(fallback={fallback})"  # type: ignore[misc]
-        else:
-            from metaal.observe import Observer
-
-            self.name = f"policy:{self.spec}"  # type: ignore[misc]
-            self.observer = Observer(k=int(self.meta["k"]), **dict(self.meta.get("observer") or {}))
-
-    @property
-    def is_fallback(self) -> bool:
-        return self.fallback is not None
-
-    def reset(self, state: ALState | None = None, rng: np.random.Generator | None = None) -> None:
-        if self.fallback is not None:
-            self.fallback.reset(state, rng)
-
-    def get_state(self) -> dict[str, Any]:
-        """The fallback heuristic's state when it has taken over (a policy itself keeps none)."""
-        return self.fallback.get_state() if self.fallback is not None else {}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        if self.fallback is not None:
-            self.fallback.set_state(state)
-        else:
-            super().set_state(state)
-
-    def logits(self, state: ALState, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """``(logits (K,), pool positions (K,))`` of the current observation (padding: -inf, -1)."""
-        obs = self.observer.observe(state, rng)
-        return policy_logits(self.model.policy, obs.as_dict()), obs.indices
-
-    def select(self, state: ALState, k: int = 1, rng: np.random.Generator | None = None) -> np.ndarray:
-        if self.fallback is not None:
-            return self.fallback.select(state, k, rng)
-        unl = state.unlabeled_idx
-        k = check_k(k, len(unl))
-        rng = rng if rng is not None else np.random.default_rng(0)
-        logits, idx = self.logits(state, rng)
-        valid = np.flatnonzero(np.isfinite(logits))
-        order = valid[np.argsort(-logits[valid], kind="stable")]
-        chosen = idx[order[:k]]
-        if len(chosen) < k:  # more queries than candidates offered: continue in margin's order
-            from metaal.observe import margins
-
-            rest = np.setdiff1d(unl, chosen)
-            rest = rest[np.argsort(margins(state.proba[rest]), kind="stable")]
-            chosen = np.concatenate([chosen, rest[: k - len(chosen)]])
-        return np.asarray(chosen, dtype=np.int64)
-
-    def __repr__(self) -> str:
-        return f"LearnedStrategy({self.spec!r}, fallback={self.fallback_name!r}, strict={self.strict})"
-
-
-def policy_factory(arg: str, **kwargs: Any) -> LearnedStrategy:
-    """The registry factory for ``policy:PATH``."""
-    return LearnedStrategy(arg or "default", **kwargs)
