@@ -31,12 +31,20 @@ def policy_logits(policy: Any, obs: dict[str, np.ndarray]) -> np.ndarray:
     DQN policy; padding ``-inf``."""
     import torch as th  # heavy: only when a policy runs
 
-    with th.no_grad():
-        tens, _ = policy.obs_to_tensor(obs)
-        if hasattr(policy, "candidate_logits"):
-            logits = policy.candidate_logits(tens)
-        else:  # any SB3 actor-critic: the distribution's logits
-            logits = policy.get_distribution(tens).distribution.logits
+    threads = th.get_num_threads()
+    one_thread = policy.device.type == "cpu" and threads != 1
+    if one_thread:  # K candidates are a tiny problem: extra threads only wait for each other
+        th.set_num_threads(1)
+    try:
+        with th.no_grad():
+            tens, _ = policy.obs_to_tensor(obs)
+            if hasattr(policy, "candidate_logits"):
+                logits = policy.candidate_logits(tens)
+            else:  # any SB3 actor-critic: the distribution's logits
+                logits = policy.get_distribution(tens).distribution.logits
+    finally:
+        if one_thread:
+            th.set_num_threads(threads)
     out = logits.reshape(-1).cpu().numpy().astype(np.float64)
     out[~np.asarray(obs["action_mask"], dtype=bool)] = -np.inf
     return out

@@ -66,6 +66,7 @@ class PoolGeometry:
         self._scale: float | None = None
         self._density = np.full(self.n, np.nan)
         self._ref: np.ndarray | None = None
+        self._rank_sample: np.ndarray | None = None
 
     @property
     def scale(self) -> float:
@@ -90,6 +91,15 @@ class PoolGeometry:
         if len(missing):
             self._fill(np.unique(missing))
         return self._density[rows]
+
+    def rank_sample(self, size: int) -> np.ndarray:
+        """A fixed random sample of pool positions, ``(min(n, 2 * size),)`` increasing (drawn once
+        with ``default_rng(n + 2)``): large pools estimate margin ranks and quantiles on its first
+        ``size`` unlabeled items."""
+        if self._rank_sample is None or len(self._rank_sample) != min(self.n, 2 * size):
+            rng = np.random.default_rng(self.n + 2)
+            self._rank_sample = np.sort(rng.choice(self.n, size=min(self.n, 2 * size), replace=False))
+        return self._rank_sample
 
     def known_density(self) -> np.ndarray:
         """The densities computed so far, ``(n,)``, NaN where not (yet) computed."""

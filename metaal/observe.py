@@ -53,8 +53,10 @@ policy in simulation and in the labeling session; ``N`` for the batched vector e
 policy sees at deployment exactly the features it was trained on. Probability scores come from
 :mod:`metaal.scores` and distances, density and the distance scale from :mod:`metaal.geometry`
 (for pools beyond :data:`metaal.geometry.EXACT_DENSITY_MAX` items the density candidates are the
-density-weighted top picks among the :data:`DENSITY_SHORTLIST` most uncertain items, so that an
-observation costs about what margin sampling costs). Observations are a pure function of the
+density-weighted top picks among the :data:`DENSITY_SHORTLIST` most uncertain items, and beyond
+:data:`RANK_SAMPLE` unlabeled items the margin rank and quantiles are those of a fixed random
+sample of that many, so that an observation costs about what margin sampling costs; training and
+evaluation pools are far smaller, and exact). Observations are a pure function of the
 arrays and the generators handed in: the same seed gives the same observation.
 """
 from __future__ import annotations
@@ -92,6 +94,8 @@ GLOBAL_HIGH[GLOBAL_FEATURES.index("log_labels")] = 10.0  # > 1 beyond 1000 label
 GLOBAL_HIGH[GLOBAL_FEATURES.index("log_classes")] = 10.0  # > 1 beyond 100 classes
 #: large pools: the density candidates are taken among this many most uncertain items
 DENSITY_SHORTLIST = 2048
+#: large pools: margin ranks and quantiles are those of a fixed sample of this many unlabeled items
+RANK_SAMPLE = 20_000
 _QUANTILES = (0.1, 0.5, 0.9)
 
 
@@ -377,17 +381,23 @@ def observe_batch(
     dis = np.zeros((N, K))
     if P_prev is not None:
         dis = scores.disagreement(p, P_prev[rows, safe]) * has_prev[:, None]
-    # margin ranks by counting and the margin quantiles by partition: no sort of the pool
+    # margin ranks by counting and the margin quantiles by partition (no sort of the pool), over
+    # every unlabeled item, or over the pool's fixed rank sample when more than RANK_SAMPLE are
+    n_ref = np.minimum(n_unl, RANK_SAMPLE)
     rank = np.zeros((N, K))
-    marg_part = np.full((N, int(n_unl.max()) if N else 0), np.inf)
+    marg_part = np.full((N, int(n_ref.max()) if N else 0), np.inf)
     for i in range(N):
-        mu = marg[i, unlabeled[i]]
+        if n_unl[i] > RANK_SAMPLE:
+            ref = geometries[i].rank_sample(RANK_SAMPLE)
+            mu = marg[i, ref[unlabeled[i, ref]]][:RANK_SAMPLE]
+            n_ref[i] = len(mu)
+        else:
+            mu = marg[i, unlabeled[i]]
         if len(mu):
             order = np.argsort(mc[i], kind="stable")
             below = np.searchsorted(mc[i, order], mu, side="right")  # candidates at or below each margin
-            rank[i, order] = np.cumsum(np.bincount(below, minlength=K + 1))[:K]  # items strictly below
+            rank[i, order] = np.cumsum(np.bincount(below, minlength=K + 1))[:K] / len(mu)  # share below
             marg_part[i, : len(mu)] = np.partition(mu, _quantile_kth(len(mu)))
-    rank = rank / np.maximum(n_unl, 1)[:, None]
     dist = np.minimum(min_dist[rows, safe] / scale[:, None], DIST_CLIP)
     dist[~np.isfinite(dist)] = DIST_CLIP
     dc = np.stack([
@@ -404,7 +414,7 @@ def observe_batch(
         prev_pred = scores.predicted_class(P_prev)
     if prev_pred is not None:  # episodes without a previous model: no flips
         prev_pred = np.where(has_prev[:, None], prev_pred, pred_all)
-    glob = global_batch(P, pred_all, prev_pred, marg_part, n_unl, labels, n_queried, budgets, top=top_all)
+    glob = global_batch(P, pred_all, prev_pred, marg_part, n_ref, labels, n_queried, budgets, top=top_all)
     return BatchObservation(cand, glob, valid, cand_idx, pred_all)
 
 
