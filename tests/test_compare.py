@@ -121,6 +121,7 @@ def test_tensorboard_has_one_run_per_strategy_with_mean_curves(wine_run: dict) -
             assert e.value == pytest.approx(expect, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_jobs_do_not_change_results(wine_run: dict, tmp_path: Path) -> None:
     out2 = tmp_path / "j2"
     argv = [a if a != str(wine_run["out"]) else str(out2) for a in wine_run["argv"]]

@@ -265,6 +265,7 @@ def test_stream_penalty_trades_accuracy_for_requests() -> None:
     assert accs[1] > accs[0]
 
 
+@pytest.mark.slow
 def test_subproc_vec_env_runs_two_envs() -> None:
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import SubprocVecEnv

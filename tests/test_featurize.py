@@ -52,6 +52,7 @@ class TinyCNN(torch.nn.Module):
         return self.pool(torch.relu(self.conv(x))).flatten(1)
 
 
+@pytest.mark.slow
 def test_text_minilm_offline_beats_chance(shared, tmp_path, monkeypatch):
     sms = subsample(shared("sms_spam"), 300, seed=0)
     out = featurize_dataset(sms, kind="text", progress=False, batch_size=64)

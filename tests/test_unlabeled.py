@@ -26,6 +26,7 @@ def _sms_txt(shared, tmp_path, n=60):
     return path, texts, y
 
 
+@pytest.mark.slow
 def test_txt_featurize_label_resume_export(shared, tmp_path, capsys):
     txt, texts, y = _sms_txt(shared, tmp_path)
     assert 0 < y.sum() < len(y)  # both classes among the 60 messages
