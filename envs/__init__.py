@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import gymnasium
 
+from metaal.envs.batch import PoolBatchEnv
 from metaal.envs.collection import DEFAULT_DATASETS, DatasetCollection, sample_task
+from metaal.envs.heuristic import HeuristicEnv
+from metaal.envs.policies import HeuristicPolicy, PolicyCurve, evaluate_policy
 from metaal.envs.pool import PoolEnv, PoolEnvBase
 from metaal.envs.rewards import REWARD_MODES, RewardSplit, step_reward
-from metaal.envs.batch import PoolBatchEnv
-from metaal.envs.heuristic import HeuristicEnv
 from metaal.envs.stream import StreamEnv, ThresholdStreamPolicy
-from metaal.envs.policies import HeuristicPolicy, PolicyCurve, evaluate_policy
 from metaal.envs.vec_pool import BatchedPoolEnv
 
 #: The registered environment ids (versioned).

@@ -22,10 +22,9 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from metaal.envs.pool import PoolEnv
 from metaal.errors import ConfigError
 from metaal.strategies import get
-
-from metaal.envs.pool import PoolEnv
 
 
 class PoolBatchEnv(PoolEnv):

@@ -5,6 +5,7 @@ items, each a path, a name found along ``METAAL_DATA``, ``sklearn:NAME``, a ``sy
 :class:`~metaal.data.Dataset`, or a generator callable ``f(rng: np.random.Generator) -> Dataset``
 (or returning any of the other forms). Each episode draws one item uniformly.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,10 +14,10 @@ from typing import Any, Callable, Sequence, Union
 import numpy as np
 
 from metaal.data import Dataset, Split, choose_initial, load_dataset, pool_test_split
+from metaal.envs.rewards import RewardSplit
 from metaal.errors import ConfigError, DataError
 from metaal.state import Task, standardize
 
-from metaal.envs.rewards import RewardSplit
 
 class RenderModeError(ConfigError, TypeError):
     """An unsupported ``render_mode`` (also a ``TypeError``, so that SB3's ``make_vec_env``, which
@@ -53,14 +54,14 @@ class DatasetCollection:
             try:
                 items = list(datasets)
             except TypeError:
-                raise ConfigError(f"datasets must be a dataset or a collection of them, got {type(datasets).__name__}") from None
+                raise ConfigError(
+                    f"datasets must be a dataset or a collection of them, got {type(datasets).__name__}"
+                ) from None
         if not items:
             raise ConfigError("datasets is empty: give at least one dataset")
         for it in items:
             if not (isinstance(it, (str, os.PathLike, Dataset)) or callable(it)):
-                raise ConfigError(
-                    f"datasets item {it!r} is not a path, a name, a Dataset or a generator callable"
-                )
+                raise ConfigError(f"datasets item {it!r} is not a path, a name, a Dataset or a generator callable")
         self.items = items
         self._cache: dict[int, Dataset] = {}
 

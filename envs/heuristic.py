@@ -20,12 +20,11 @@ from typing import Any, Sequence
 import numpy as np
 from gymnasium import spaces
 
+from metaal.envs.pool import PoolEnvBase
 from metaal.errors import ConfigError
 from metaal.observe import GLOBAL_HIGH, N_GLOBAL_FEATURES, Observer
 from metaal.strategies import get, names
 from metaal.strategies.uncertainty import margin_score
-
-from metaal.envs.pool import PoolEnvBase
 
 #: Default arms: cheap heuristics from distinct families.
 DEFAULT_HEURISTICS: tuple[str, ...] = ("random", "margin", "entropy", "density", "coreset", "qbc_vote")

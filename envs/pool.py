@@ -19,15 +19,15 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from metaal.envs._threads import blas_limit
+from metaal.envs.collection import DatasetCollection, RenderModeError, carve_reward_split, sample_task
+from metaal.envs.rewards import RewardSplit, check_mode, headroom, step_reward
 from metaal.errors import ConfigError, DataError
 from metaal.learners import Learner, make_learner
 from metaal.loop.simulate import evaluate, new_state
 from metaal.observe import CANDIDATE_HIGH, GLOBAL_HIGH, N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES, Observation, Observer
 from metaal.state import ALState, Task
 
-from metaal.envs.collection import DatasetCollection, RenderModeError, carve_reward_split, sample_task
-from metaal.envs._threads import blas_limit
-from metaal.envs.rewards import RewardSplit, check_mode, headroom, step_reward
 
 def pool_spaces(k: int) -> tuple[spaces.Dict, spaces.Discrete]:
     """The observation and action spaces of ``metaal/Pool-v0`` with ``K = k`` candidates."""

@@ -21,6 +21,7 @@ Observation ``Dict``:
 Each episode draws a dataset, then ``episode_length`` of its rows in random order; features are
 standardized with statistics of the whole dataset (no labels used).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,13 +31,12 @@ import numpy as np
 from gymnasium import spaces
 
 from metaal import scores
+from metaal.envs._threads import blas_limit
+from metaal.envs.collection import DatasetCollection, RenderModeError
 from metaal.errors import ConfigError, DataError
 from metaal.learners import make_learner
 from metaal.observe import DIST_CLIP
 from metaal.state import ALState, standardize
-
-from metaal.envs._threads import blas_limit
-from metaal.envs.collection import DatasetCollection, RenderModeError
 
 #: Default stream datasets (no ``METAAL_DATA`` needed).
 DEFAULT_STREAM_DATASETS: tuple[str, ...] = (
@@ -46,7 +46,14 @@ DEFAULT_STREAM_DATASETS: tuple[str, ...] = (
     "synth:blobs?n=400&d=5&c=4&sep=3.0&seed=4",
 )
 STREAM_FEATURES = (
-    "top_prob", "margin", "entropy", "dist_labeled", "log_requests", "request_rate", "position", "log_classes",
+    "top_prob",
+    "margin",
+    "entropy",
+    "dist_labeled",
+    "log_requests",
+    "request_rate",
+    "position",
+    "log_classes",
 )
 _HIGH = np.array([1, 1, 1, 4, 10, 1, 1, 10], dtype=np.float32)
 
@@ -149,7 +156,10 @@ class StreamEnv(gym.Env):
             dist = 4.0
         f = np.array(
             [
-                top, top - second, ent, dist,
+                top,
+                top - second,
+                ent,
+                dist,
                 np.log1p(self.n_requests) / np.log(1001.0),
                 self.n_requests / max(self.t, 1),
                 self.t / len(self.y),
@@ -177,7 +187,9 @@ class StreamEnv(gym.Env):
         return info
 
     # -- gymnasium API -----------------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Start an episode; ``options={"dataset": spec}`` pins the dataset."""
         with blas_limit(self.blas_threads):
             return self._reset(seed, options)
@@ -189,7 +201,11 @@ class StreamEnv(gym.Env):
         if unknown:
             raise ConfigError(f"unknown reset option(s) {sorted(unknown)} (known: dataset)")
         rng = self.np_random
-        ds = DatasetCollection(options["dataset"]).get(0, rng) if options.get("dataset") is not None else self.collection.sample(rng)
+        ds = (
+            DatasetCollection(options["dataset"]).get(0, rng)
+            if options.get("dataset") is not None
+            else self.collection.sample(rng)
+        )
         X = ds.require_features()
         if ds.n_classes > self.max_classes:
             raise DataError(f"{ds.name}: {ds.n_classes} classes exceed max_classes={self.max_classes}")

@@ -31,14 +31,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from metaal.envs.collection import DatasetCollection, sample_task
+from metaal.envs.pool import budget_spec
+from metaal.envs.rewards import HEADROOM_FLOOR, RewardSplit, check_mode, headroom_of, rewards_of
 from metaal.errors import ConfigError, DataError
 from metaal.learners import PROBA_FLOOR
 from metaal.observe import BatchObservation, Observer, observe_batch
 from metaal.state import ALState, Task
-
-from metaal.envs.collection import DatasetCollection, sample_task
-from metaal.envs.pool import budget_spec
-from metaal.envs.rewards import HEADROOM_FLOOR, RewardSplit, check_mode, headroom_of, rewards_of
 
 
 class _SlotLearner:
@@ -228,8 +227,8 @@ class BatchedPoolEnv:
         )
         if need_full and self._Xr.shape[1] > 0:  # headroom: a model on the whole pool
             full = BatchedLogReg(C, C=self.C, device=dev)
-            full.fit(self._X[ti], torch.as_tensor(self._y[idx], device=dev), np.ones((len(idx), self._X.shape[1]), bool),
-                     init=None)
+            every_row = np.ones((len(idx), self._X.shape[1]), bool)
+            full.fit(self._X[ti], torch.as_tensor(self._y[idx], device=dev), every_row, init=None)
             fa = (full.predict_tensor(self._Xr[ti]).cpu().numpy() == self._yr[idx]).mean(1)
             self.full_accuracy[idx] = fa
             self.headroom[idx] = headroom_of(fa, acc)
@@ -347,7 +346,7 @@ class BatchedPoolEnv:
         P = self._P.copy() if len(idx) < self.num_envs else np.empty_like(self._P)
         P[idx] = proba
         self._P = P
-        for j, i in enumerate(idx):  # the episodes' ALStates see the same probabilities
+        for i in idx:  # the episodes' ALStates see the same probabilities
             self.states[i].set_proba(P[i], first=first)
             self.states[i].learner.n_fits += 1
         return dots
@@ -374,7 +373,7 @@ class BatchedPoolEnv:
             "budget": int(self.budgets[i]),
         }
 
-    def step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    def step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, list]:
         """Label every episode's chosen candidate, refit, reward, observe; returns ``(obs, rewards,
         terminated, truncated, infos)``; finished episodes restart (their last observation in
         ``infos[i]["final_observation"]``)."""
@@ -385,7 +384,7 @@ class BatchedPoolEnv:
         with cpu_threads(self.device, self.threads):
             return self._step(np.asarray(actions).reshape(self.num_envs, -1)[:, 0])
 
-    def _step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    def _step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, list]:
         import torch
 
         N, K = self.num_envs, self.k

@@ -34,11 +34,17 @@ DENSITY_NEIGHBOURS = 10
 _CHUNK = 2048
 
 
+def pairwise_sq(A: np.ndarray, B: np.ndarray, sb: np.ndarray | None = None) -> np.ndarray:
+    """Squared Euclidean distances between rows of ``A`` (n, d) and ``B`` (m, d), ``(n, m)``,
+    as ``|a|^2 + |b|^2 - 2 a.b`` (may be slightly negative); ``sb``: ``|b|^2`` ``(m,)`` when at hand."""
+    sa = (A * A).sum(1)[:, None]
+    sb = (B * B).sum(1)[None, :] if sb is None else sb[None, :]
+    return sa + sb - 2.0 * (A @ B.T)
+
+
 def pairwise_dist(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Euclidean distances between rows of ``A`` (n, d) and ``B`` (m, d), shape ``(n, m)``."""
-    sa = (A * A).sum(1)[:, None]
-    sb = (B * B).sum(1)[None, :]
-    return np.sqrt(np.maximum(sa + sb - 2.0 * (A @ B.T), 0.0))
+    return np.sqrt(np.maximum(pairwise_sq(A, B), 0.0))
 
 
 def distance_scale(X: np.ndarray) -> float:
@@ -109,14 +115,17 @@ class PoolGeometry:
         if self._ref is None:
             rng = np.random.default_rng(self.n + 1)
             self._ref = self.X[rng.choice(self.n, size=min(self.n, DENSITY_REFERENCE), replace=False)]
+            self._ref_sq = (self._ref * self._ref).sum(1)
         ref = self._ref
         nn = min(DENSITY_NEIGHBOURS + 1, len(ref))
         scale = self.scale
         for s in range(0, len(rows), _CHUNK):  # bounded memory
             r = rows[s : s + _CHUNK]
             block = self.X[int(r[0]) : int(r[-1]) + 1] if _is_range(r) else self.X[r]
-            dist = pairwise_dist(block, ref)
-            near = np.partition(dist, nn - 1, axis=1)[:, :nn]
+            # the nn nearest by squared distance, then the distances of those only (sqrt is monotone:
+            # the same values as partitioning pairwise_dist)
+            d2 = np.partition(pairwise_sq(block, ref, self._ref_sq), nn - 1, axis=1)[:, :nn]
+            near = np.sqrt(np.maximum(d2, 0.0))
             mean = np.sort(near, axis=1)[:, 1:].mean(axis=1) if nn > 1 else near[:, 0]
             self._density[r] = 1.0 / (1.0 + mean / scale)
 

@@ -18,6 +18,7 @@ confidence, one button per class, skip and undo, the learning curve and the labe
 answer is written to the store before the page moves on, so stopping the server (or a crash) loses
 nothing; running the same command again resumes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,11 +35,14 @@ WEB_DIR = Path(__file__).parent / "web"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=None, help="dataset with features (name, .npz, sklearn:NAME); optional when --store exists")
+    p.add_argument(
+        "--data", default=None, help="dataset with features (name, .npz, sklearn:NAME); optional when --store exists"
+    )
     p.add_argument(
         "--classes",
         default=None,
-        help="comma-separated class names (a,b,c); required for data without labels, must match the file's classes otherwise",
+        help="comma-separated class names (a,b,c); required for data without labels, "
+        "must match the file's classes otherwise",
     )
     p.add_argument("--strategy", default="margin", help="query strategy (margin, entropy, random, policy:PATH, ...)")
     p.add_argument("--store", default=None, help="session file PATH.sqlite (resumed if it exists); default: in memory")
@@ -58,15 +62,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="labels to ask after the initial set; the session stops there and a learned policy sees "
         "budget_used as in training (default: the store's, else open-ended)",
     )
-    p.add_argument("--test-size", type=float, default=0.3, help="share of a labeled dataset held out to measure accuracy")
+    p.add_argument(
+        "--test-size", type=float, default=0.3, help="share of a labeled dataset held out to measure accuracy"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--oracle", default=None, help="answer automatically from known labels: labels.npy (one per row) or 'y' (the dataset's labels)")
     p.add_argument(
-        "--n", type=int, default=None, help="with --oracle: stop when this many items are labeled (default: 30 without --budget)"
+        "--oracle",
+        default=None,
+        help="answer automatically from known labels: labels.npy (one per row) or 'y' (the dataset's labels)",
+    )
+    p.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help="with --oracle: stop when this many items are labeled (default: 30 without --budget)",
     )
     p.add_argument("--delay", type=float, default=0.0, help="with --oracle: seconds before each answer")
-    p.add_argument("--export", default=None, metavar="DIR", help="write labels (CSV, JSONL), model.joblib and report.png to DIR")
+    p.add_argument(
+        "--export", default=None, metavar="DIR", help="write labels (CSV, JSONL), model.joblib and report.png to DIR"
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -135,7 +150,9 @@ def parse_classes(spec: str | None) -> list[str] | None:
 def oracle_labels(spec: str, learner: Any) -> np.ndarray:
     if spec in ("y", "dataset"):
         if learner.dataset is None or learner.dataset.y is None:
-            raise ConfigError("--oracle y needs a dataset with labels 'y' (this one has none: give --oracle labels.npy)")
+            raise ConfigError(
+                "--oracle y needs a dataset with labels 'y' (this one has none: give --oracle labels.npy)"
+            )
         return learner.dataset.y
     try:
         y = np.load(spec, allow_pickle=False)
@@ -169,7 +186,10 @@ def run(args: argparse.Namespace) -> int:
         y = oracle_labels(args.oracle, al)
 
         def show(q: Any, lab: int, prog: dict[str, Any]) -> None:
-            print(f"labeled {prog['n_labeled']} id={q.id} class={al.classes[lab]} reason={q.reason} {quality(prog)}", flush=True)
+            print(
+                f"labeled {prog['n_labeled']} id={q.id} class={al.classes[lab]} reason={q.reason} {quality(prog)}",
+                flush=True,
+            )
 
         n = args.n if args.n is not None or al.budget is not None else 30
         prog = run_oracle(al, y, n, delay=args.delay, callback=show)
@@ -203,7 +223,11 @@ def display(al: Any, item_id: int) -> dict[str, Any]:
         "kind": "features",
         "n_features": int(len(x)),
         "features": [
-            {"name": str(names[j]) if names is not None and len(names) == len(x) else f"x{j}", "value": float(x[j]), "z": float(z[j])}
+            {
+                "name": str(names[j]) if names is not None and len(names) == len(x) else f"x{j}",
+                "value": float(x[j]),
+                "z": float(z[j]),
+            }
             for j in top
         ],
     }
@@ -247,7 +271,12 @@ def create_app(al: Any) -> Any:
         if items:
             item = items[0].to_dict()
             item["display"] = display(al, item["id"])
-        return {"dataset": Path(dataset_name).name, "classes": [str(c) for c in al.classes], "item": item, "progress": al.progress()}
+        return {
+            "dataset": Path(dataset_name).name,
+            "classes": [str(c) for c in al.classes],
+            "item": item,
+            "progress": al.progress(),
+        }
 
     def error(exc: Exception, status: int = 400) -> Any:
         return JSONResponse({"error": str(exc)}, status_code=status)
@@ -306,7 +335,9 @@ def serve(al: Any, host: str = "127.0.0.1", port: int = 8765) -> None:
     except ImportError:
         raise ConfigError("the labeling web app needs uvicorn: pip install metaal") from None
     app = create_app(al)
-    print(f"labeling {al.meta.get('dataset')} at http://{host}:{port}/  (Ctrl-C to stop; answers are saved)", flush=True)
+    print(
+        f"labeling {al.meta.get('dataset')} at http://{host}:{port}/  (Ctrl-C to stop; answers are saved)", flush=True
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

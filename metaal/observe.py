@@ -59,6 +59,7 @@ sample of that many, so that an observation costs about what margin sampling cos
 evaluation pools are far smaller, and exact). Observations are a pure function of the
 arrays and the generators handed in: the same seed gives the same observation.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -74,12 +75,30 @@ from metaal.state import ALState
 OBS_VERSION = "obs-v1"
 
 CANDIDATE_FEATURES = (
-    "top_prob", "margin", "entropy", "disagreement", "margin_rank", "dist_labeled", "density",
-    "pred_class_share", "from_margin", "from_density", "from_kcenter", "from_random",
+    "top_prob",
+    "margin",
+    "entropy",
+    "disagreement",
+    "margin_rank",
+    "dist_labeled",
+    "density",
+    "pred_class_share",
+    "from_margin",
+    "from_density",
+    "from_kcenter",
+    "from_random",
 )
 GLOBAL_FEATURES = (
-    "budget_used", "log_labels", "log_classes", "label_entropy", "est_quality",
-    "margin_q10", "margin_q50", "margin_q90", "flip_rate", "frac_labeled",
+    "budget_used",
+    "log_labels",
+    "log_classes",
+    "label_entropy",
+    "est_quality",
+    "margin_q10",
+    "margin_q50",
+    "margin_q90",
+    "flip_rate",
+    "frac_labeled",
 )
 N_CANDIDATE_FEATURES = len(CANDIDATE_FEATURES)
 N_GLOBAL_FEATURES = len(GLOBAL_FEATURES)
@@ -93,7 +112,7 @@ GLOBAL_HIGH = np.ones(N_GLOBAL_FEATURES, dtype=np.float32)
 GLOBAL_HIGH[GLOBAL_FEATURES.index("log_labels")] = 10.0  # > 1 beyond 1000 labels (10 = 1e30 labels)
 GLOBAL_HIGH[GLOBAL_FEATURES.index("log_classes")] = 10.0  # > 1 beyond 100 classes
 #: large pools: the density candidates are taken among this many most uncertain items
-DENSITY_SHORTLIST = 2048
+DENSITY_SHORTLIST = 64
 #: large pools: margin ranks and quantiles are those of a fixed sample of this many unlabeled items
 RANK_SAMPLE = 20_000
 _QUANTILES = (0.1, 0.5, 0.9)
@@ -226,26 +245,27 @@ class Observer:
 
     def observe_states(self, states: Sequence[ALState], rngs: Sequence[np.random.Generator]) -> BatchObservation:
         """The observations of states over pools of the same size and class count."""
-        P = np.stack([s.proba for s in states])
         has_prev = np.array([s.prev_proba is not None for s in states])
         P_prev = None
         if has_prev.any():
-            P_prev = np.stack([s.prev_proba if s.prev_proba is not None else s.proba for s in states])
+            P_prev = _stack([s.prev_proba if s.prev_proba is not None else s.proba for s in states])
         return observe_batch(
             self,
-            labeled=np.stack([s.labeled_mask for s in states]),
-            P=P,
+            labeled=_stack([s.labeled_mask for s in states]),
+            P=_stack([s.proba for s in states]),
             P_prev=P_prev,
             has_prev=has_prev,
-            min_dist=np.stack([s.min_dist_labeled() for s in states]),
+            min_dist=_stack([s.min_dist_labeled() for s in states]),
             geometries=[s.geometry for s in states],
             labels=[s.y_labeled for s in states],
             n_queried=np.array([s.n_queried for s in states]),
             budgets=np.array([s.budget or 0 for s in states]),
             rngs=rngs,
-            prev_pred=None if P_prev is None else np.stack([
-                s.prev_pred if s.prev_pred is not None else np.zeros(s.n_pool, dtype=np.int64) for s in states
-            ]),
+            prev_pred=None
+            if P_prev is None
+            else _stack(
+                [s.prev_pred if s.prev_pred is not None else np.zeros(s.n_pool, dtype=np.int64) for s in states]
+            ),
         )
 
     @staticmethod
@@ -255,9 +275,20 @@ class Observer:
         marg_unl = np.sort(margins(state.proba[unl]))[None, :]
         prev = None if state.prev_pred is None else state.prev_pred[None, :]
         return global_batch(
-            state.proba[None], state.pred[None], prev, marg_unl, np.array([len(unl)]),
-            [state.y_labeled], np.array([state.n_queried]), np.array([state.budget or 0]),
+            state.proba[None],
+            state.pred[None],
+            prev,
+            marg_unl,
+            np.array([len(unl)]),
+            [state.y_labeled],
+            np.array([state.n_queried]),
+            np.array([state.budget or 0]),
         )[0]
+
+
+def _stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """``np.stack(arrays)``; for one array a view with a leading axis (no copy of a large pool)."""
+    return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
 
 
 def global_batch(
@@ -289,9 +320,9 @@ def global_batch(
     if len(n_unl) and (n_unl == n_unl[0]).all() and n_unl[0] > 0:
         qs = sorted_quantiles(marg_unl_sorted[:, : n_unl[0]], _QUANTILES)
     else:
-        qs = np.stack([
-            np.quantile(marg_unl_sorted[i, : n_unl[i]], _QUANTILES) if n_unl[i] else np.zeros(3) for i in range(N)
-        ])
+        qs = np.stack(
+            [np.quantile(marg_unl_sorted[i, : n_unl[i]], _QUANTILES) if n_unl[i] else np.zeros(3) for i in range(N)]
+        )
     for i in range(N):
         counts = np.bincount(labels[i], minlength=C).astype(float)
         tot = counts.sum()
@@ -353,22 +384,19 @@ def observe_batch(
     marg = top_all - second
     pred_all = scores.predicted_class(P)
     scale = np.array([g.scale for g in geometries])
-    if dens is None:
-        dens = np.full((N, n), np.nan)
+    key_margin = np.where(labeled, np.inf, marg)
+    if dens is not None:
+        key_density = np.where(labeled, np.inf, -((1.0 - marg) * dens))
+    else:
+        key_density = np.full((N, n), np.inf)
         for i, g in enumerate(geometries):
             if g.exact:
-                dens[i] = g.density()
-            elif n_unl[i]:  # large pool: the density of the most uncertain items only
-                unl = np.flatnonzero(unlabeled[i])
-                m = min(DENSITY_SHORTLIST, len(unl))
-                short = unl[np.argpartition(marg[i, unl], m - 1)[:m]]
-                dens[i, short] = g.density(short)
-    dkey = -((1.0 - marg) * dens)
-    keys = (
-        np.where(labeled, np.inf, marg),
-        np.where(labeled | np.isnan(dkey), np.inf, dkey),
-        np.where(labeled, np.inf, -min_dist),
-    )
+                key_density[i] = np.where(labeled[i], np.inf, -((1.0 - marg[i]) * g.density()))
+            elif n_unl[i]:  # large pool: the density-weighted picks among the most uncertain items
+                m = min(DENSITY_SHORTLIST, int(n_unl[i]))
+                short = np.argpartition(key_margin[i], m - 1)[:m]
+                key_density[i, short] = -((1.0 - marg[i, short]) * g.density(short))
+    keys = (key_margin, key_density, np.where(labeled, np.inf, -min_dist))
     takes = (ob.n_margin, ob.n_density, ob.n_kcenter)
     cand_idx, flags, m_all = _propose(keys, takes, K, unlabeled, n_unl, rngs)
     # candidate features (padding rows use position 0 and are zeroed below)
@@ -400,9 +428,7 @@ def observe_batch(
             marg_part[i, : len(mu)] = np.partition(mu, _quantile_kth(len(mu)))
     dist = np.minimum(min_dist[rows, safe] / scale[:, None], DIST_CLIP)
     dist[~np.isfinite(dist)] = DIST_CLIP
-    dc = np.stack([
-        dens[i, safe[i]] if geometries[i].exact else geometries[i].density(safe[i]) for i in range(N)
-    ])
+    dc = dens[rows, safe] if dens is not None else np.stack([g.density(safe[i]) for i, g in enumerate(geometries)])
     counts = np.stack([np.bincount(lab, minlength=C) for lab in labels]).astype(float)
     share = counts[rows, scores.predicted_class(p)] / np.maximum(counts.sum(1), 1.0)[:, None]
     valid = np.arange(K)[None, :] < m_all[:, None]
@@ -478,17 +504,17 @@ def _propose(
     member = np.zeros((N, n), dtype=bool)
     bits = np.zeros((N, n), dtype=np.uint8)
     added_all = []
-    for flag, (O, n_take) in enumerate(zip(orders, takes)):
-        valid = O >= 0
-        Os = np.maximum(O, 0)
+    for flag, (order, n_take) in enumerate(zip(orders, takes)):
+        valid = order >= 0
+        Os = np.maximum(order, 0)
         is_new = valid & ~member[rows1[:, None], Os]
         before = np.cumsum(is_new, axis=1) - is_new
         visited = valid & (before < n_take)
         added = visited & is_new
         rv, cv = np.nonzero(visited)
-        bits[rv, O[rv, cv]] |= np.uint8(1 << flag)
+        bits[rv, order[rv, cv]] |= np.uint8(1 << flag)
         ra, ca = np.nonzero(added)
-        member[ra, O[ra, ca]] = True
+        member[ra, order[ra, ca]] = True
         added_all.append(added)
     Ocat = np.concatenate(orders, axis=1)
     Acat = np.concatenate(added_all, axis=1)
@@ -514,8 +540,14 @@ def _propose(
 
 
 def _propose_one(
-    keys: tuple[np.ndarray, ...], takes: tuple[int, ...], K: int, i: int, unlabeled: np.ndarray,
-    rng: np.random.Generator, cand_idx: np.ndarray, flags: np.ndarray,
+    keys: tuple[np.ndarray, ...],
+    takes: tuple[int, ...],
+    K: int,
+    i: int,
+    unlabeled: np.ndarray,
+    rng: np.random.Generator,
+    cand_idx: np.ndarray,
+    flags: np.ndarray,
 ) -> int:
     """:func:`_propose`'s definition for episode ``i``, item by item; fills ``cand_idx[i]`` and
     ``flags[i]``, returns the number of candidates."""

@@ -185,8 +185,9 @@ def test_export(wine, tmp_path):
     al = ActiveLearner(wine, "margin", seed=0)
     run_oracle(al, wine.y, 5)
     paths = al.export(tmp_path / "out")
-    import joblib
     import json
+
+    import joblib
 
     lines = paths["csv"].read_text().splitlines()
     assert lines[0] == "seq,id,label,class,time" and len(lines) == 6

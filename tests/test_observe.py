@@ -9,7 +9,6 @@ from metaal.observe import CANDIDATE_FEATURES, GLOBAL_FEATURES, Observer, margin
 from metaal.state import Task
 
 
-
 def test_shapes_ranges_and_margin_first(shared):
     for name in ["banknote", "dermatology"]:
         d = shared(name)

@@ -8,7 +8,7 @@ from metaal.data import make_split
 from metaal.errors import DataError, LabelError
 from metaal.learners import make_learner
 from metaal.loop import new_state, simulate
-from metaal.state import ALState, Task, pairwise_dist
+from metaal.state import Task, pairwise_dist
 
 
 def test_learner_keeps_all_class_columns(wine):

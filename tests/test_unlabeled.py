@@ -1,6 +1,7 @@
 """Unlabeled data end to end: featurize a .txt / CSV column / image folder / .npz without y into an
 .npz with no y, then `metaal label --classes ...` with an oracle, resume and export; bad inputs give
 one-line errors. metaal.data.Dataset stays strict (always has labels)."""
+
 from __future__ import annotations
 
 import csv
@@ -40,7 +41,19 @@ def test_txt_featurize_label_resume_export(shared, tmp_path, capsys):
 
     store = tmp_path / "s.sqlite"
     oracle = str(tmp_path / "labels.npy")
-    args = ["label", "--data", str(feats), "--classes", "ham,spam", "--store", str(store), "--seed", "1", "--oracle", oracle]
+    args = [
+        "label",
+        "--data",
+        str(feats),
+        "--classes",
+        "ham,spam",
+        "--store",
+        str(store),
+        "--seed",
+        "1",
+        "--oracle",
+        oracle,
+    ]
     assert main(args + ["--n", "12"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 13 and out[0].startswith("labeled 1 ") and "counts=" in out[0] and " accuracy=" not in out[0]
@@ -90,7 +103,9 @@ def test_classes_errors_and_labeled_defaults(tmp_path, wine, capsys):
     al = ActiveLearner(tmp_path / "c.npz")
     assert list(al.classes) == ["p", "q", "r"] and len(al.test_ids) == 0
     run_oracle(al, wine.y[:40], 8)
-    assert al.progress()["counts"] == {c: int(v) for c, v in zip("pqr", np.bincount(wine.y[[i for _, i, _, _ in al.store.labels()]], minlength=3))}
+    assert al.progress()["counts"] == {
+        c: int(v) for c, v in zip("pqr", np.bincount(wine.y[[i for _, i, _, _ in al.store.labels()]], minlength=3))
+    }
 
     # a labeled file: classes default to its own; --classes must agree
     wine.save(tmp_path / "wine.npz")
@@ -105,9 +120,41 @@ def test_classes_errors_and_labeled_defaults(tmp_path, wine, capsys):
     # a resumed store refuses other classes
     s = tmp_path / "u.sqlite"
     np.save(tmp_path / "o.npy", (wine.y[:40] > 0).astype(int))
-    assert main(["label", "--data", str(tmp_path / "u.npz"), "--classes", "a,b", "--store", str(s), "--oracle", str(tmp_path / "o.npy"), "--n", "4"]) == 0
+    assert (
+        main(
+            [
+                "label",
+                "--data",
+                str(tmp_path / "u.npz"),
+                "--classes",
+                "a,b",
+                "--store",
+                str(s),
+                "--oracle",
+                str(tmp_path / "o.npy"),
+                "--n",
+                "4",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["label", "--data", str(tmp_path / "u.npz"), "--classes", "b,a", "--store", str(s), "--oracle", str(tmp_path / "o.npy")]) == 2
+    assert (
+        main(
+            [
+                "label",
+                "--data",
+                str(tmp_path / "u.npz"),
+                "--classes",
+                "b,a",
+                "--store",
+                str(s),
+                "--oracle",
+                str(tmp_path / "o.npy"),
+            ]
+        )
+        == 2
+    )
     assert "its classes is" in capsys.readouterr().err
 
 
@@ -149,9 +196,26 @@ def test_csv_column_image_folder_and_npz_without_y(tmp_path, capsys):
     c.write_text('id,body\n1,"hello, world"\n2,"multi\nline"\n3,last one\n', encoding="utf-8")
     np.save(tmp_path / "f3.npy", np.arange(6, dtype=np.float32).reshape(3, 2))
     out = tmp_path / "t_feats.npz"
-    assert main(["featurize", "--data", str(c), "--text-column", "body", "--features", str(tmp_path / "f3.npy"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "featurize",
+                "--data",
+                str(c),
+                "--text-column",
+                "body",
+                "--features",
+                str(tmp_path / "f3.npy"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     back = load_npz_any(out)
-    assert isinstance(back, RawData) and back.y is None and list(back.text) == ["hello, world", "multi\nline", "last one"]
+    assert (
+        isinstance(back, RawData) and back.y is None and list(back.text) == ["hello, world", "multi\nline", "last one"]
+    )
     assert back.X.shape == (3, 2)
 
     # a folder of unlabeled images (no class sub-folders)
@@ -172,9 +236,16 @@ def test_csv_column_image_folder_and_npz_without_y(tmp_path, capsys):
     assert "broken.png: cannot decode as an image" in capsys.readouterr().err
 
     # an .npz with raw images and no y, subsampled with --limit; classes ride along
-    np.savez(tmp_path / "raw.npz", images=rng.integers(0, 255, (20, 8, 8), dtype=np.uint8), classes=np.array(["x", "y"]))
+    np.savez(
+        tmp_path / "raw.npz", images=rng.integers(0, 255, (20, 8, 8), dtype=np.uint8), classes=np.array(["x", "y"])
+    )
     out = tmp_path / "raw_feats.npz"
-    assert main(["featurize", "--data", str(tmp_path / "raw.npz"), "--model", "pixels", "--limit", "10", "--out", str(out)]) == 0
+    assert (
+        main(
+            ["featurize", "--data", str(tmp_path / "raw.npz"), "--model", "pixels", "--limit", "10", "--out", str(out)]
+        )
+        == 0
+    )
     assert "unlabeled (no y), classes x,y" in capsys.readouterr().out
     back = load_npz_any(out)
     assert back.X.shape == (10, 64) and list(back.classes) == ["x", "y"]

@@ -1,5 +1,6 @@
 """BatchedPoolVecEnv: the SB3 VecEnv API, Pool-v0's observations and rewards on a batched learner,
 reproducibility, and MaskablePPO training on it."""
+
 from __future__ import annotations
 
 import copy
@@ -10,13 +11,13 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("stable_baselines3")
 
-from metaal.envs.rewards import headroom, step_reward  # noqa: E402
 from metaal.agents.vec_env import BatchedPoolVecEnv  # noqa: E402
 from metaal.envs.pool import pool_spaces  # noqa: E402
+from metaal.envs.rewards import headroom, step_reward  # noqa: E402
 from metaal.errors import ConfigError  # noqa: E402
 from metaal.geometry import PoolGeometry  # noqa: E402
-from metaal.state import ALState  # noqa: E402
 from metaal.learners import Learner  # noqa: E402
+from metaal.state import ALState  # noqa: E402
 from metaal.torch_learners import TorchLogRegEstimator  # noqa: E402
 
 
@@ -24,8 +25,8 @@ def TorchLogReg(n_classes: int, device: str = "cpu") -> Learner:  # noqa: N802
     """The ``torch_logreg`` learner on ``device``."""
     return Learner(TorchLogRegEstimator(device=device), n_classes, "torch_logreg")
 
-SMALL = ["sklearn:wine", "sklearn:breast_cancer"]
 
+SMALL = ["sklearn:wine", "sklearn:breast_cancer"]
 
 
 def _assert_matches_observer(env, i: int, rng_before) -> None:
@@ -38,6 +39,7 @@ def _assert_matches_observer(env, i: int, rng_before) -> None:
     np.testing.assert_array_equal(ref.indices, env._obs[i].indices)
     np.testing.assert_allclose(ref.candidates, env._obs[i].candidates, atol=1e-6)
     np.testing.assert_allclose(ref.global_, env._obs[i].global_, atol=1e-6)
+
 
 def _random_actions(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.argmax(rng.random(masks.shape) * masks, axis=1)
@@ -119,7 +121,7 @@ def test_batched_observer_matches_observer_and_rewards_match_pool_rewards():
     env.reset()
     rng = np.random.default_rng(2)
     n_checked = 0
-    for step in range(5):
+    for _ in range(5):
         prev_acc = env.reward_accuracy.copy()
         obs_before = list(env._obs)
         rngs_before = copy.deepcopy(env.rngs)  # a step draws from them only for its observation
@@ -136,8 +138,16 @@ def test_batched_observer_matches_observer_and_rewards_match_pool_rewards():
             s2.add_labels(env.states[i].labeled_idx, env.states[i].y_labeled, refit=True, record=False)
             pick, marg = infos[i]["pool_index"], infos[i]["margin_index"]
             assert pick == obs_before[i].indices[a[i]]
-            sr = step_reward("margin_gain", s2, split, np.array([pick]), np.array([marg]),
-                             task.y_pool[[marg]], prev_acc[i], env.headroom[i])
+            sr = step_reward(
+                "margin_gain",
+                s2,
+                split,
+                np.array([pick]),
+                np.array([marg]),
+                task.y_pool[[marg]],
+                prev_acc[i],
+                env.headroom[i],
+            )
             assert rew[i] == pytest.approx(sr.reward, abs=1e-6)
             assert infos[i]["reward_accuracy"] == pytest.approx(sr.accuracy)
             n_checked += 1
@@ -195,8 +205,9 @@ def _tie_dataset():
     rng = np.random.default_rng(7)
     X = rng.normal(size=(300, 5)).astype(np.float32)
     y = (X[:, 0] > 0).astype(np.int64) + 2 * (X[:, 1] > 0).astype(np.int64)
-    return Dataset(X=np.concatenate([X, X]), y=np.concatenate([y, y]), classes=np.array(["a", "b", "c", "d"]),
-                   name="ties")
+    return Dataset(
+        X=np.concatenate([X, X]), y=np.concatenate([y, y]), classes=np.array(["a", "b", "c", "d"]), name="ties"
+    )
 
 
 def test_batched_selection_matches_observer_on_ties_and_four_classes():
@@ -231,8 +242,10 @@ def test_envs_package_imports_no_torch_and_no_agent_library():
     import subprocess
     import sys
 
-    code = ("import sys, metaal.envs as e; assert 'torch' not in sys.modules, 'torch'; "
-            "assert 'stable_baselines3' not in sys.modules, 'sb3'; assert e.BatchedPoolEnv.__name__ == 'BatchedPoolEnv'")
+    code = (
+        "import sys, metaal.envs as e; assert 'torch' not in sys.modules, 'torch'; "
+        "assert 'stable_baselines3' not in sys.modules, 'sb3'; assert e.BatchedPoolEnv.__name__ == 'BatchedPoolEnv'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -348,13 +361,27 @@ def test_training_run_reproduces_its_policy(tmp_path, vec_env, workers):
     from metaal.agents.policy_file import load_model
     from metaal.agents.train import load_config, train
 
-    raw = {"k": 8, "network": {"embed_dim": 16, "head": 16}, "budget_range": [4, 8], "jobs": 1,
-           "datasets": {"train": ["sklearn:breast_cancer", "sklearn:wine"], "validation": ["sklearn:iris"]},
-           "imitation": {"enabled": False}, "eval": {"seeds": 1, "budget": 6, "jobs": 1, "every_steps": 64},
-           "checkpoint_every": 64,
-           "rl": {"enabled": True, "init": "scratch", "total_timesteps": 128, "n_envs": 4, "vec_env": vec_env,
-                  "workers": workers, "device": "cpu", "env_kwargs": {"max_pool": 120, "reward_cap": 60},
-                  "hyper": {"n_steps": 16, "batch_size": 32, "n_epochs": 1}}}
+    raw = {
+        "k": 8,
+        "network": {"embed_dim": 16, "head": 16},
+        "budget_range": [4, 8],
+        "jobs": 1,
+        "datasets": {"train": ["sklearn:breast_cancer", "sklearn:wine"], "validation": ["sklearn:iris"]},
+        "imitation": {"enabled": False},
+        "eval": {"seeds": 1, "budget": 6, "jobs": 1, "every_steps": 64},
+        "checkpoint_every": 64,
+        "rl": {
+            "enabled": True,
+            "init": "scratch",
+            "total_timesteps": 128,
+            "n_envs": 4,
+            "vec_env": vec_env,
+            "workers": workers,
+            "device": "cpu",
+            "env_kwargs": {"max_pool": 120, "reward_cap": 60},
+            "hyper": {"n_steps": 16, "batch_size": 32, "n_epochs": 1},
+        },
+    }
     params = []
     for run in ("a", "b"):
         summary = train(load_config(raw), tmp_path / run, progress=False)
@@ -366,8 +393,12 @@ def test_training_run_reproduces_its_policy(tmp_path, vec_env, workers):
     # the policy files are byte-identical too (same sha256), not only the weights
     from metaal.agents.policy_file import read_metadata
 
-    assert read_metadata(tmp_path / "a" / "policy.zip")["sha256"] == read_metadata(tmp_path / "b" / "policy.zip")["sha256"]
-    assert (tmp_path / "a" / "stages" / "rl_128.zip").read_bytes() == (tmp_path / "b" / "stages" / "rl_128.zip").read_bytes()
+    assert (
+        read_metadata(tmp_path / "a" / "policy.zip")["sha256"] == read_metadata(tmp_path / "b" / "policy.zip")["sha256"]
+    )
+    assert (tmp_path / "a" / "stages" / "rl_128.zip").read_bytes() == (
+        tmp_path / "b" / "stages" / "rl_128.zip"
+    ).read_bytes()
     for a, b in (params[:2], params[2:]):
         assert a.keys() == b.keys()
         for key in a:

@@ -49,6 +49,7 @@ Protocol:
   with a fresh strategy state and a logged warning. :meth:`ActiveLearner.undo` keeps the strategy
   state and the generator.
 """
+
 from __future__ import annotations
 
 import csv
@@ -120,12 +121,13 @@ def resolve_classes(file_classes: "Sequence[str] | None", given: "Sequence[str] 
         if len(names) < 2 or any(not c for c in names) or len(set(names)) != len(names):
             raise ConfigError(f"classes must be at least two distinct non-empty names, got {','.join(names)!r}")
         if file_classes is not None and names != [str(c) for c in file_classes]:
-            raise ConfigError(
-                f"--classes {','.join(names)} disagrees with the classes of {where}: {','.join(str(c) for c in file_classes)}"
-            )
+            theirs = ",".join(str(c) for c in file_classes)
+            raise ConfigError(f"--classes {','.join(names)} disagrees with the classes of {where}: {theirs}")
         return np.asarray(names)
     if file_classes is None:
-        raise ConfigError(f"{where} has no labels (no 'y') and no class names: give --classes a,b,c (classes=[...] in Python)")
+        raise ConfigError(
+            f"{where} has no labels (no 'y') and no class names: give --classes a,b,c (classes=[...] in Python)"
+        )
     return np.asarray([str(c) for c in file_classes])
 
 
@@ -248,7 +250,9 @@ class ActiveLearner:
         self._pos = {int(r): i for i, r in enumerate(self.pool_ids)}
         self.X_pool, self.X_test = self.task.X_pool, self.task.X_test
         self.strategy = get(strategy) if isinstance(strategy, str) else strategy
-        self.strategy_name = strategy if isinstance(strategy, str) else getattr(strategy, "name", type(strategy).__name__)
+        self.strategy_name = (
+            strategy if isinstance(strategy, str) else getattr(strategy, "name", type(strategy).__name__)
+        )
         self.learner_spec = learner
         learner_name = learner if isinstance(learner, str) else type(learner).__name__
 
@@ -469,7 +473,9 @@ class ActiveLearner:
                 todo = np.zeros(0, dtype=np.int64)
                 if self.initial_ids is not None:  # the split's initial items, in the split's order
                     fset = set(free.tolist())
-                    todo = np.array([p for p in (self._pos[int(r)] for r in self.initial_ids) if p in fset], dtype=np.int64)
+                    todo = np.array(
+                        [p for p in (self._pos[int(r)] for r in self.initial_ids) if p in fset], dtype=np.int64
+                    )
                 if todo.size:
                     picks = todo[:m]
                 else:  # unlabeled data, or answers that hold a single class so far: random items
@@ -660,8 +666,13 @@ class ActiveLearner:
                 if text is not None:
                     r["text"] = str(text[item])
                 records.append(r)
-            paths = {"csv": out / "labels.csv", "jsonl": out / "labels.jsonl", "model": out / "model.joblib",
-                     "report_png": out / "report.png", "report_json": out / "report.json"}
+            paths = {
+                "csv": out / "labels.csv",
+                "jsonl": out / "labels.jsonl",
+                "model": out / "model.joblib",
+                "report_png": out / "report.png",
+                "report_json": out / "report.json",
+            }
             fields = ["seq", "id", "label", "class", "time"] + (["text"] if text is not None else [])
             with open(paths["csv"], "w", newline="", encoding="utf-8") as fh:
                 w = csv.DictWriter(fh, fieldnames=fields)
