@@ -44,7 +44,6 @@ import yaml
 import metaal.envs  # noqa: F401  (registers metaal/Pool-v0)
 from metaal.agents.imitation import Demonstrations, TaskSampler, bc_train, collect
 from metaal.agents.policy_file import load_model, read_metadata, resolve_policy_path, save_policy
-from metaal.agents.vec_shard import make_batched_vec_env
 from metaal.data import load_dataset, make_split
 from metaal.errors import ConfigError
 from metaal.loop.simulate import simulate
@@ -441,6 +440,8 @@ def make_vec_env(cfg: dict[str, Any]) -> Any:
     seed = int(cfg["seed"])
     n_envs = int(rl["n_envs"])
     if kind == "batched":
+        from metaal.agents.vec_shard import make_batched_vec_env  # SB3 and torch: heavy, only for this env
+
         kwargs.pop("learner", None)
         venv = make_batched_vec_env(n_envs, workers=int(rl.get("workers", 1)), seed=seed * 1000,
                                     device=str(rl.get("device", "auto")), **kwargs)

@@ -23,14 +23,13 @@ episodes and returns learning curves.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
 
 from metaal.errors import ConfigError
-from metaal.loop.simulate import CurveMetrics, strategy_rng
+from metaal.loop.simulate import Curve, strategy_rng
 from metaal.strategies import Strategy, get
 
 
@@ -135,24 +134,8 @@ class HeuristicPolicy:
     __call__ = act
 
 
-@dataclass
-class PolicyCurve(CurveMetrics):
-    """One evaluated episode. Arrays have shape ``(steps + 1,)`` (the initial set first) except
-    ``rewards`` and ``queried`` ``(steps,)``."""
-
-    dataset: str
-    policy: str
-    seed: int
-    n_labeled: np.ndarray
-    accuracy: np.ndarray
-    reward_accuracy: np.ndarray
-    rewards: np.ndarray
-    queried: list[int] = field(default_factory=list)
-    invalid_actions: int = 0
-
-    @property
-    def total_reward(self) -> float:
-        return float(np.sum(self.rewards))
+#: the learning curve of an evaluated episode: :class:`metaal.loop.simulate.Curve` (one curve type)
+PolicyCurve = Curve
 
 
 def _model_action(model: Any, obs: Any, base: Any, deterministic: bool) -> Any:
@@ -196,6 +179,7 @@ def evaluate_policy(
         ns, accs, racc, rews, queried, invalid = (
             [info["n_labeled"]], [info["test_accuracy"]], [info["reward_accuracy"]], [], [], 0
         )
+        f1s = [info.get("test_macro_f1", np.nan)]
         done = False
         while not done:
             if isinstance(policy, HeuristicPolicy) or (callable(policy) and not hasattr(policy, "predict")):
@@ -207,16 +191,17 @@ def evaluate_policy(
             ns.append(info["n_labeled"])
             accs.append(info["test_accuracy"])
             racc.append(info["reward_accuracy"])
+            f1s.append(info.get("test_macro_f1", np.nan))
             rews.append(float(r))
             pi = info.get("pool_index", -1)
             queried.extend(int(i) for i in np.atleast_1d(pi) if int(i) >= 0)
             invalid += int(bool(info.get("invalid_action", False)))
         curves.append(
-            PolicyCurve(
-                dataset=str(info.get("dataset", "")), policy=name, seed=seed + ep,
+            Curve(
+                dataset=str(info.get("dataset", "")), strategy=name, seed=seed + ep,
                 n_labeled=np.asarray(ns), accuracy=np.asarray(accs, dtype=float),
-                reward_accuracy=np.asarray(racc, dtype=float), rewards=np.asarray(rews),
-                queried=queried, invalid_actions=invalid,
+                macro_f1=np.asarray(f1s, dtype=float), reward_accuracy=np.asarray(racc, dtype=float),
+                rewards=np.asarray(rews), queried=queried, invalid_actions=invalid,
             )
         )
     return curves

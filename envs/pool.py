@@ -24,7 +24,7 @@ from metaal.envs.collection import DatasetCollection, RenderModeError, carve_rew
 from metaal.envs.rewards import RewardSplit, check_mode, headroom, step_reward
 from metaal.errors import ConfigError, DataError
 from metaal.learners import Learner, make_learner
-from metaal.loop.simulate import evaluate, new_state
+from metaal.loop.simulate import evaluate, label_step, new_state
 from metaal.observe import CANDIDATE_HIGH, GLOBAL_HIGH, N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES, Observation, Observer
 from metaal.state import ALState, Task
 
@@ -215,13 +215,9 @@ class PoolEnvBase(gym.Env):
     def _evaluate(self) -> None:
         """Test accuracy (and macro-F1 when asked) of the current model; reported, never rewarded."""
         assert self.state is not None and self.task is not None
-        task, lrn = self.task, self.state.learner
-        if self.macro_f1:
-            self.test_accuracy, self.test_macro_f1 = evaluate(lrn, task.X_test, task.y_test)
-        elif len(task.y_test):  # the accuracy of metaal.loop.evaluate, without the F1's cost
-            self.test_accuracy = float(np.mean(lrn.predict(task.X_test) == task.y_test))
-        else:
-            self.test_accuracy = float("nan")
+        self.test_accuracy, self.test_macro_f1 = evaluate(
+            self.state.learner, self.task.X_test, self.task.y_test, macro_f1=self.macro_f1
+        )
 
     def _observe(self) -> Observation:
         assert self.state is not None
@@ -250,13 +246,14 @@ class PoolEnvBase(gym.Env):
         assert self.state is not None and self.task is not None and self.reward_split is not None
         task, state = self.task, self.state
         prev = self.reward_accuracy
-        state.add_labels(idx, task.y_pool[idx])
+        self.test_accuracy, self.test_macro_f1 = label_step(
+            state, idx, task.y_pool[idx], task.X_test, task.y_test, macro_f1=self.macro_f1
+        )
         sr = step_reward(
             self.reward_mode, state, self.reward_split, idx, margin_idx, task.y_pool[margin_idx],
             prev, self.headroom, self.target_accuracy,
         )
         self.reward_accuracy = sr.accuracy
-        self._evaluate()
         self.last_reward = sr.reward
         terminated = (
             state.n_queried >= self.budget or len(state.unlabeled_idx) == 0 or sr.reached_target

@@ -1,4 +1,6 @@
-"""Reward computation shared by the pool-based environments (and reusable by a vectorized env).
+"""Rewards of the pool-based environments, written once: :func:`rewards_of` turns reward-split
+accuracies into rewards for ``N`` steps at once (Pool-v0 and PoolBatch-v0 call it through
+:func:`step_reward` with ``N = 1``, the batched environment with its ``N`` episodes).
 
 Rewards use a **reward split** carved out of the pool, never the test split (DESIGN.md). Modes:
 

@@ -1,6 +1,7 @@
 """metaal: learn how to choose what to label.
 
-Layers (a lower one never imports a higher one): :mod:`metaal.data` -> :mod:`metaal.learners` ->
+Layers (a lower one never imports a higher one; ``tests/test_layers.py`` checks it):
+:mod:`metaal.data` -> :mod:`metaal.learners` -> :mod:`metaal.scores` and :mod:`metaal.geometry` ->
 :mod:`metaal.state` -> :mod:`metaal.observe` -> :mod:`metaal.strategies` -> :mod:`metaal.loop` ->
 :mod:`metaal.envs` -> :mod:`metaal.agents` -> :mod:`metaal.experiments` -> :mod:`metaal.cli`.
 """

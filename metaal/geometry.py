@@ -36,15 +36,22 @@ _CHUNK = 2048
 
 def pairwise_sq(A: np.ndarray, B: np.ndarray, sb: np.ndarray | None = None) -> np.ndarray:
     """Squared Euclidean distances between rows of ``A`` (n, d) and ``B`` (m, d), ``(n, m)``,
-    as ``|a|^2 + |b|^2 - 2 a.b`` (may be slightly negative); ``sb``: ``|b|^2`` ``(m,)`` when at hand."""
+    as ``(|a|^2 + |b|^2) - 2 a.b`` (may be slightly negative); ``sb``: ``|b|^2`` ``(m,)`` when at
+    hand. Two ``(n, m)`` arrays are allocated, no more (large temporaries are slow to allocate)."""
     sa = (A * A).sum(1)[:, None]
     sb = (B * B).sum(1)[None, :] if sb is None else sb[None, :]
-    return sa + sb - 2.0 * (A @ B.T)
+    ab = A @ B.T
+    ab *= 2.0  # exact
+    out = sa + sb
+    out -= ab
+    return out
 
 
 def pairwise_dist(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Euclidean distances between rows of ``A`` (n, d) and ``B`` (m, d), shape ``(n, m)``."""
-    return np.sqrt(np.maximum(pairwise_sq(A, B), 0.0))
+    d = pairwise_sq(A, B)
+    np.maximum(d, 0.0, out=d)
+    return np.sqrt(d, out=d)
 
 
 def distance_scale(X: np.ndarray) -> float:

@@ -29,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from metaal.errors import ConfigError, DataError, MetaalError
+from metaal.errors import ConfigError, DataError, LabelError, MetaalError
+from metaal.loop.session import ActiveLearner, run_oracle
+from metaal.store import Store
 
 WEB_DIR = Path(__file__).parent / "web"
 
@@ -96,9 +98,6 @@ def register(subparsers: Any) -> None:
 
 
 def make_learner_from_args(args: argparse.Namespace) -> Any:
-    from metaal.loop.session import ActiveLearner
-    from metaal.store import Store
-
     data = args.data
     classes = parse_classes(args.classes)
     store = None
@@ -181,8 +180,6 @@ def run(args: argparse.Namespace) -> int:
     if al.resumed:
         print(f"resumed {al.store.path}: {al.n_labeled} labels", flush=True)
     if args.oracle is not None:
-        from metaal.loop.session import run_oracle
-
         y = oracle_labels(args.oracle, al)
 
         def show(q: Any, lab: int, prog: dict[str, Any]) -> None:
@@ -259,7 +256,6 @@ def create_app(al: Any) -> Any:
         from fastapi.responses import HTMLResponse, JSONResponse, Response
     except ImportError:
         raise ConfigError("the labeling web app needs fastapi and uvicorn: pip install metaal") from None
-    from metaal.errors import LabelError
 
     app = FastAPI(title="metaal label")
     page = (WEB_DIR / "index.html").read_text(encoding="utf-8")

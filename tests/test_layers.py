@@ -205,3 +205,18 @@ def _cycles() -> list[list[str]]:
 
 def test_no_import_cycle():
     assert _cycles() == []
+
+
+@pytest.mark.slow
+def test_the_command_line_and_the_loop_import_no_torch_and_no_agent_library():
+    """``metaal --help`` and the simulation loop stay light: torch and SB3 load only where a
+    model or the batched env is built (a fresh interpreter, so that nothing is imported yet)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, metaal.cli, metaal.loop, metaal.observe; "
+        "heavy = [m for m in ('torch', 'stable_baselines3', 'sb3_contrib') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -69,7 +69,7 @@ from metaal.data import Dataset, load_dataset, make_split
 from metaal.errors import ConfigError, DataError, LabelError
 from metaal.featurize import RawData, load_npz_any
 from metaal.learners import Learner, make_learner
-from metaal.loop.simulate import evaluate, new_state, strategy_rng
+from metaal.loop.simulate import evaluate, label_step, new_state, strategy_rng
 from metaal.state import ALState, Task, standardize
 from metaal.store import Store
 from metaal.strategies import Strategy, get
@@ -544,14 +544,19 @@ class ActiveLearner:
                     self._start(all_pos, all_lab)
                 else:
                     self.state.add_labels(pos, lab)
-            else:
-                self.state.add_labels(pos, lab)
-            self._evaluate_and_checkpoint()
+                self._checkpoint(*self.evaluate())
+            else:  # the one labeling step of simulate and the environments
+                self._checkpoint(*label_step(self.state, pos, lab, self.X_test, self._held_out_y()))
             return len(new)
 
-    def _evaluate_and_checkpoint(self) -> None:
+    def _held_out_y(self) -> np.ndarray:
+        return np.zeros(0, dtype=np.int64) if self.y_test is None else self.y_test
+
+    def _checkpoint(self, acc: float | None, f1: float | None) -> None:
+        """Record the curve point of the current labels (None / nan without a held-out set) and
+        save the model every ``checkpoint_every`` labels."""
         n = self.state.n_labeled
-        acc, f1 = self.evaluate()
+        acc, f1 = (None, None) if acc is None or np.isnan(acc) else (acc, f1)
         self.store.add_curve_point(n, acc, f1)
         if self.checkpoint_every > 0 and n % self.checkpoint_every == 0:
             self.store.save_checkpoint(self.model, n)

@@ -1,10 +1,12 @@
 """Simulated active learning: the oracle answers from known pool labels.
 
-The same functions drive :func:`simulate`, the Gymnasium environments and the labeling session
-(:mod:`metaal.loop.session`): :func:`new_state` (an :class:`ALState` with its initial labels
-fitted), :func:`strategy_rng` (the one generator a strategy gets for a whole run: ``reset`` and
-every ``select``), a strategy's ``select`` and :meth:`ALState.add_labels`, and :func:`evaluate` on
-held-out data.
+The same functions drive :func:`simulate`, the Gymnasium environments, imitation roll-outs and
+the labeling session (:mod:`metaal.loop.session`): :func:`new_state` (an :class:`ALState` with its
+initial labels fitted), :func:`strategy_rng` (the one generator a strategy gets for a whole run:
+``reset`` and every ``select``), a strategy's ``select``, :func:`label_step` (label, refit,
+evaluate) and :func:`evaluate` on held-out data; curves are :class:`Curve`. The batched
+environment (:mod:`metaal.envs.vec_pool`) fits ``N`` learners at once and so has its own refit,
+with the same state updates (:meth:`ALState.add_labels`) and the same observation.
 """
 from __future__ import annotations
 
@@ -48,16 +50,29 @@ def new_state(
     return state
 
 
-def evaluate(learner: Learner, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Accuracy and macro-F1 of ``learner`` on ``X`` (n, d), ``y`` (n,)."""
+def evaluate(learner: Learner, X: np.ndarray, y: np.ndarray, macro_f1: bool = True) -> tuple[float, float]:
+    """Accuracy and macro-F1 of ``learner`` on ``X`` (n, d), ``y`` (n,); nan without rows, and
+    macro-F1 nan when not asked for (``macro_f1=False``: accuracy only, cheaper)."""
     from sklearn.metrics import f1_score
 
     if len(y) == 0:
         return float("nan"), float("nan")
     pred = learner.predict(X)
     acc = float(np.mean(pred == y))
-    f1 = float(f1_score(y, pred, average="macro", zero_division=0))
+    f1 = float(f1_score(y, pred, average="macro", zero_division=0)) if macro_f1 else float("nan")
     return acc, f1
+
+
+def label_step(
+    state: ALState, idx: np.ndarray, labels: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
+    macro_f1: bool = True,
+) -> tuple[float, float]:
+    """The one labeling step of every loop: label pool positions ``idx`` (b,) with ``labels``
+    (b,), refit the learner, evaluate it on ``X_test``, ``y_test``; returns ``(accuracy,
+    macro_f1)`` (:func:`evaluate`). Used by :func:`simulate`, the pool environments and the
+    labeling session."""
+    state.add_labels(idx, labels)
+    return evaluate(state.learner, X_test, y_test, macro_f1)
 
 
 class CurveMetrics:
@@ -77,9 +92,13 @@ class CurveMetrics:
 
 @dataclass
 class Curve(CurveMetrics):
-    """A learning curve: one point per labeling step, the initial set included.
+    """A learning curve, the one curve type of simulations and environment roll-outs: one point
+    per labeling step, the initial set included.
 
-    ``n_labeled``, ``accuracy`` and ``macro_f1`` have shape ``(steps + 1,)``.
+    ``n_labeled``, ``accuracy`` and ``macro_f1`` have shape ``(steps + 1,)`` (``macro_f1`` nan
+    where not measured); ``queried`` the pool positions labeled, in order. Environment roll-outs
+    (:func:`metaal.envs.policies.evaluate_policy`) also fill ``reward_accuracy`` ``(steps + 1,)``,
+    ``rewards`` ``(steps,)`` and ``invalid_actions``.
     """
 
     dataset: str
@@ -88,8 +107,16 @@ class Curve(CurveMetrics):
     n_labeled: np.ndarray
     accuracy: np.ndarray
     macro_f1: np.ndarray
-    query_seconds: float
+    query_seconds: float = 0.0
     queried: list[int] = field(default_factory=list)
+    reward_accuracy: np.ndarray | None = None
+    rewards: np.ndarray | None = None
+    invalid_actions: int = 0
+
+    @property
+    def total_reward(self) -> float:
+        """Sum of the rewards of a roll-out (0 for a simulation)."""
+        return 0.0 if self.rewards is None else float(np.sum(self.rewards))
 
     @property
     def seconds_per_query(self) -> float:
@@ -128,15 +155,14 @@ def simulate(
     strat.reset(state, rng)
     accs, f1s, ns = [], [], []
 
-    def record() -> None:
-        a, f = evaluate(state.learner, task.X_test, task.y_test)
+    def record(a: float, f: float) -> None:
         accs.append(a)
         f1s.append(f)
         ns.append(state.n_labeled)
         if callback is not None:
             callback(state, a, f)
 
-    record()
+    record(*evaluate(state.learner, task.X_test, task.y_test))
     spent = 0.0
     queried: list[int] = []
     while state.n_queried < budget:
@@ -146,9 +172,8 @@ def simulate(
         spent += time.perf_counter() - t0
         if len(idx) != k or state.labeled_mask[idx].any():
             raise RuntimeError(f"strategy {strat.name} returned invalid items {idx.tolist()}")
-        state.add_labels(idx, task.y_pool[idx])
         queried.extend(int(i) for i in idx)
-        record()
+        record(*label_step(state, idx, task.y_pool[idx], task.X_test, task.y_test))
     return Curve(
         dataset=task.name,
         strategy=getattr(strat, "name", str(strategy)),
