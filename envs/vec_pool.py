@@ -63,7 +63,7 @@ class _SlotLearner:
     def predict(self, X: np.ndarray) -> np.ndarray:
         return np.argmax(self.predict_proba(X), axis=1)
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "_SlotLearner":  # noqa: D102
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "_SlotLearner":
         raise ConfigError("the learners of BatchedPoolEnv are fitted by the environment, not one by one")
 
 
@@ -293,6 +293,7 @@ class BatchedPoolEnv:
             rngs=[self.rngs[i] for i in idx],
             prev_pred=self._prev_pred[ti] if self._has_prev[idx].any() else None,
             dens=self._dens[ti],
+            P_class_major=self._Pt if len(idx) == self.num_envs else None,
         )
         if self._obs is None or len(idx) == self.num_envs:
             self._obs = ob
@@ -339,15 +340,16 @@ class BatchedPoolEnv:
                 Z = torch.bmm(torch.cat([Wt[:, :, :-1], xp[:, None, :]], dim=1), self._XT[ti])
                 logits_t, dots = Z[:, :C] + Wt[:, :, -1:], Z[:, C]
             pt = model.finish_proba_t(logits_t, ti)
-        proba = np.ascontiguousarray(pt.to("cpu", torch.float64).numpy().transpose(0, 2, 1))  # (k, n, C)
+        proba_t = pt.to("cpu", torch.float64).numpy()  # (k, C, n): class-major
+        proba = np.ascontiguousarray(proba_t.transpose(0, 2, 1))  # (k, n, C)
         if not first:  # the previous probabilities and predictions of every stepped episode
-            self._P_prev, self._prev_pred = self._P, self._pred.copy()
-            self._has_prev[idx] = True
-        P = self._P.copy() if len(idx) < self.num_envs else np.empty_like(self._P)
-        P[idx] = proba
-        self._P = P
-        for i in idx:  # the episodes' ALStates see the same probabilities
-            self.states[i].set_proba(P[i], first=first)
+            self._P_prev, self._prev_pred, self._has_prev[idx] = self._P, self._pred.copy(), True
+        if len(idx) < self.num_envs:  # some episodes restart: the others keep their probabilities
+            proba_t, P = None, self._P.copy()
+            P[idx], proba = proba, P
+        self._P, self._Pt = proba, proba_t
+        for i in idx:  # the episodes' ALStates see the same probabilities (predictions: the last observation's)
+            self.states[i].set_proba(proba[i], first=first, pred=None if first else self._prev_pred[i])
             self.states[i].learner.n_fits += 1
         return dots
 

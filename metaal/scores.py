@@ -23,26 +23,27 @@ import numpy as np
 LOG_FLOOR = 1e-12
 
 
-def top_two(proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def top_two(proba: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
     """The largest and the second largest probability of every row, each of shape ``(...)``.
 
-    For up to 16 classes a pass over the classes (the same numbers as ``np.partition``, without
-    its slow short-axis kernel); beyond, ``np.partition``.
+    ``axis``: the class axis (``1`` for class-major ``(N, C, n)`` arrays, whose class planes are
+    contiguous). For up to 16 classes a pass over the classes (the same numbers as
+    ``np.partition``, without its slow short-axis kernel); beyond, ``np.partition``.
     """
-    P = np.asarray(proba)
-    C = P.shape[-1]
+    Pm = np.moveaxis(np.asarray(proba), axis, 0)  # a view: Pm[c] is class c of every row
+    C = Pm.shape[0]
     if C == 1:
-        return P[..., 0].copy(), np.zeros(P.shape[:-1])
+        return Pm[0].copy(), np.zeros(Pm.shape[1:])
     if C <= 16:
-        top = P[..., 0].copy()
+        top = Pm[0].copy()
         second = np.full_like(top, -np.inf)
         for c in range(1, C):
-            x = P[..., c]
+            x = Pm[c]
             np.maximum(second, np.minimum(top, x), out=second)
             np.maximum(top, x, out=top)
         return top, second
-    part = np.partition(P, -2, axis=-1)
-    return part[..., -1], part[..., -2]
+    part = np.partition(proba, -2, axis=axis)
+    return np.take(part, -1, axis=axis), np.take(part, -2, axis=axis)
 
 
 def margin(proba: np.ndarray) -> np.ndarray:
@@ -70,18 +71,19 @@ def disagreement(proba: np.ndarray, other: np.ndarray) -> np.ndarray:
     return 0.5 * np.abs(np.asarray(proba) - np.asarray(other)).sum(axis=-1)
 
 
-def predicted_class(proba: np.ndarray) -> np.ndarray:
+def predicted_class(proba: np.ndarray, axis: int = -1) -> np.ndarray:
     """The most probable class of every row (the first on ties, as ``np.argmax``); ``(...)``.
 
-    For up to 16 classes a pass over the classes (numpy's argmax over a short last axis is slow)."""
-    P = np.asarray(proba)
-    C = P.shape[-1]
+    ``axis``: the class axis. For up to 16 classes a pass over the classes (numpy's argmax over a
+    short last axis is slow)."""
+    Pm = np.moveaxis(np.asarray(proba), axis, 0)
+    C = Pm.shape[0]
     if C > 16:
-        return np.argmax(P, axis=-1)
-    top = P[..., 0].copy()
+        return np.argmax(proba, axis=axis)
+    top = Pm[0].copy()
     pred = np.zeros(top.shape, dtype=np.int64)
     for c in range(1, C):
-        x = P[..., c]
+        x = Pm[c]
         pred[x > top] = c
         np.maximum(top, x, out=top)
     return pred

@@ -226,11 +226,12 @@ class ALState:
         self.learner.fit(self.X_pool[m], self.labels[m])
         self.set_proba(self.learner.predict_proba(self.X_pool), first=first)
 
-    def set_proba(self, proba: np.ndarray, first: bool = False) -> None:
+    def set_proba(self, proba: np.ndarray, first: bool = False, pred: np.ndarray | None = None) -> None:
         """Install new pool probabilities ``(n_pool, C)`` after a fit (done by :meth:`refit`, or
         by a batched learner that fits many states at once): keeps the previous ones, drops the
-        ``"fit:"`` cache entries."""
-        self.prev_pred = None if first else self.pred
+        ``"fit:"`` cache entries. ``pred``: the current probabilities' argmax (:attr:`pred`) when
+        the caller has it at hand."""
+        self.prev_pred = None if first else (self.pred if pred is None else pred)
         self.prev_proba = None if first else self.proba
         self.proba = np.asarray(proba, dtype=np.float64)
         for key in [k for k in self.cache if k.startswith("fit:")]:

@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(f"  {name:<16} {best * 1e3:9.2f} ms per query", flush=True)
         ref = per[names[0]]
         for name in names[1:]:
-            rows.append({"n": n, "strategy": name, "ms": per[name] * 1e3, "ref_ms": ref * 1e3, "ratio": per[name] / ref})
+            rows.append({"n": n, "strategy": name, "ms": per[name] * 1e3, "ref_ms": ref * 1e3,
+                         "ratio": per[name] / ref})
     print(f"\n| pool rows | {names[0]} ms/query | strategy | ms/query | ratio |")
     print("|---:|---:|---|---:|---:|")
     for r in rows:
