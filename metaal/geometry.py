@@ -31,7 +31,8 @@ EXACT_DENSITY_MAX = 20_000
 SCALE_SAMPLE = 1000
 DENSITY_REFERENCE = 1000
 DENSITY_NEIGHBOURS = 10
-_CHUNK = 2048
+_CHUNK = 16  # rows per block: small temporaries (large ones are slow to allocate)
+_BLOCK_ELEMENTS = 16_384  # elements of one block of distances
 
 
 def pairwise_sq(A: np.ndarray, B: np.ndarray, sb: np.ndarray | None = None) -> np.ndarray:
@@ -60,10 +61,16 @@ def distance_scale(X: np.ndarray) -> float:
     n = X.shape[0]
     rng = np.random.default_rng(n)
     s = X[rng.choice(n, size=min(n, SCALE_SAMPLE), replace=False)]
+    m = len(s)
+    if m < 2:
+        return 1.0
     sq = (s * s).sum(1)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * s @ s.T, 0.0)
-    iu = np.triu_indices(len(s), k=1)
-    med = float(np.median(np.sqrt(d2[iu]))) if len(iu[0]) else 1.0
+    upper = []  # the upper triangle, row by row, computed in blocks of rows (small temporaries)
+    for r0 in range(0, m, _CHUNK):
+        block = pairwise_sq(s[r0 : r0 + _CHUNK], s, sq)
+        upper.extend(block[j, r0 + j + 1 :] for j in range(len(block)))
+    d2 = np.concatenate(upper)
+    med = float(np.median(np.sqrt(np.maximum(d2, 0.0, out=d2), out=d2)))
     return med if med > 1e-12 else 1.0
 
 
@@ -144,6 +151,12 @@ def _is_range(r: np.ndarray) -> bool:
 
 def update_min_dist(min_dist: np.ndarray, X: np.ndarray, new: np.ndarray) -> None:
     """Fold the distances of every pool row of ``X`` (n, d) to the rows ``new`` (m,) into
-    ``min_dist`` ``(n,)`` (the distance to the nearest labeled item), in place."""
-    d = pairwise_dist(X, X[np.asarray(new, dtype=np.int64)])
-    np.minimum(min_dist, d.min(axis=1), out=min_dist)
+    ``min_dist`` ``(n,)`` (the distance to the nearest labeled item), in place, in blocks of rows
+    (small temporaries)."""
+    B = X[np.asarray(new, dtype=np.int64)]
+    sb = (B * B).sum(1)
+    step = max(_BLOCK_ELEMENTS // max(len(B), 1), 1)
+    for s in range(0, X.shape[0], step):
+        d = pairwise_sq(X[s : s + step], B, sb)
+        np.maximum(d, 0.0, out=d)
+        np.minimum(min_dist[s : s + step], np.sqrt(d, out=d).min(axis=1), out=min_dist[s : s + step])

@@ -112,7 +112,7 @@ GLOBAL_HIGH = np.ones(N_GLOBAL_FEATURES, dtype=np.float32)
 GLOBAL_HIGH[GLOBAL_FEATURES.index("log_labels")] = 10.0  # > 1 beyond 1000 labels (10 = 1e30 labels)
 GLOBAL_HIGH[GLOBAL_FEATURES.index("log_classes")] = 10.0  # > 1 beyond 100 classes
 #: large pools: the density candidates are taken among this many most uncertain items
-DENSITY_SHORTLIST = 64
+DENSITY_SHORTLIST = 32
 #: large pools: margin ranks and quantiles are those of a fixed sample of this many unlabeled items
 RANK_SAMPLE = 20_000
 _QUANTILES = (0.1, 0.5, 0.9)
@@ -395,7 +395,10 @@ def observe_batch(
                 key_density[i, short] = -((1.0 - marg[i, short]) * g.density(short))
     keys = (key_margin, key_density, np.where(labeled, np.inf, -min_dist))
     takes = (ob.n_margin, ob.n_density, ob.n_kcenter)
-    cand_idx, flags, m_all = _propose(keys, takes, K, unlabeled, n_unl, rngs)
+    universe = None
+    if N == 1 and n_unl[0] > RANK_SAMPLE:  # one large pool: read the orderings' heads only
+        universe = _universe(keys, min(sum(takes), int(n_unl[0])))
+    cand_idx, flags, m_all = _propose(keys, takes, K, unlabeled, n_unl, rngs, universe)
     # candidate features (padding rows use position 0 and are zeroed below)
     rows = np.arange(N)[:, None]
     safe = np.maximum(cand_idx, 0)
@@ -447,6 +450,7 @@ def _propose(
     unlabeled: np.ndarray,
     n_unl: np.ndarray,
     rngs: Sequence[np.random.Generator],
+    universe: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The candidates of ``N`` episodes: pool positions ``(N, K)`` (-1 padding), source flags
     ``(N, K, 4)`` and counts ``(N,)``.
@@ -459,6 +463,8 @@ def _propose(
     Only the first ``L = sum(takes)`` items of an ordering can be reached, so they are found by
     partition for all episodes at once; episodes with fewer than ``L`` unlabeled items than
     others, or ``L > K``, follow the definition item by item (:func:`_propose_one`).
+    ``universe`` (one episode): increasing pool positions that hold each ordering's first ``L``
+    items and every tie of the last (:func:`_universe`): the orderings are read there only.
     """
     N, n = unlabeled.shape
     L = sum(takes)
@@ -467,7 +473,10 @@ def _propose(
     m_all = np.zeros(N, dtype=np.int64)
     if N == 0:
         return cand_idx, flags, m_all
-    local_of = np.cumsum(unlabeled, axis=1) - 1  # pool position -> position among the unlabeled
+    if universe is not None:  # one large pool: the definition, read within the universe
+        if n_unl[0] > 0:
+            m_all[0] = _propose_one(keys, takes, K, 0, unlabeled[0], rngs[0], cand_idx, flags, universe)
+        return cand_idx, flags, m_all
     l_eff = int(min(L, max(int(n_unl.min()), 1)))
     rows1 = np.arange(N)
     heads, orders = [], []
@@ -514,16 +523,38 @@ def _propose(
                 m_all[i] = _propose_one(keys, takes, K, i, unlabeled[i], rngs[i], cand_idx, flags)
             continue
         mh = int(m_h[i])
-        cand_idx[i, :mh] = sel[i, :mh]
         flags[i, :mh, :3] = (bits[i, sel[i, :mh], None] >> shifts) & 1
+        cand_idx[i, :mh] = sel[i, :mh]
         n_rand = min(K - mh, int(n_unl[i]) - mh)
         if n_rand > 0:
-            rest = np.delete(np.arange(int(n_unl[i])), local_of[i, sel[i, :mh]])
-            draw = rngs[i].choice(rest, size=n_rand, replace=False)
-            cand_idx[i, mh : mh + n_rand] = np.searchsorted(local_of[i], draw, side="left")
+            cand_idx[i, mh : mh + n_rand] = _random_fill(unlabeled[i], cand_idx[i, :mh], n_rand, rngs[i])
             flags[i, mh : mh + n_rand, 3] = 1.0
         m_all[i] = mh + max(n_rand, 0)
     return cand_idx, flags, m_all
+
+
+def _universe(keys: tuple[np.ndarray, ...], L: int) -> np.ndarray | None:
+    """For one large pool (keys ``(1, n)``): the increasing positions of every ordering's first
+    ``L`` items and of every tie of the last, where :func:`_propose` can read all it needs; None
+    when a tie is too large to be worth it."""
+    parts = []
+    for key in keys:
+        row = key[0]
+        thr = np.partition(row, L - 1)[L - 1]
+        part = np.flatnonzero(row <= thr) if np.isfinite(thr) else np.flatnonzero(np.isfinite(row))
+        if len(part) > 64 * L:  # a large tie (equal probabilities, say): no gain
+            return None
+        parts.append(part)
+    return np.unique(np.concatenate(parts))
+
+
+def _skip_taken(draw: np.ndarray, taken: np.ndarray) -> np.ndarray:
+    """The ``draw``-th smallest numbers ``(m,)`` of ``0, 1, 2, ...`` without the sorted ``taken``
+    ones: ``np.delete(np.arange(N), taken)[draw]`` without building that array."""
+    out = np.asarray(draw, dtype=np.int64).copy()
+    for t in taken:  # ascending: every taken number at or below the running value shifts it up
+        out += out >= t
+    return out
 
 
 def _propose_one(
@@ -535,25 +566,34 @@ def _propose_one(
     rng: np.random.Generator,
     cand_idx: np.ndarray,
     flags: np.ndarray,
+    universe: np.ndarray | None = None,
 ) -> int:
-    """:func:`_propose`'s definition for episode ``i``, item by item; fills ``cand_idx[i]`` and
-    ``flags[i]``, returns the number of candidates."""
-    unl = np.flatnonzero(unlabeled)
+    """:func:`_propose`'s definition for episode ``i``, item by item, over its unlabeled items or
+    a ``universe`` of them (:func:`_universe`); fills ``cand_idx[i]`` and ``flags[i]``, returns
+    the number of candidates."""
+    cols = np.flatnonzero(unlabeled) if universe is None else universe
     chosen: dict[int, np.ndarray] = {}
     for flag, (key, n_take) in enumerate(zip(keys, takes)):
-        row = key[i, unl]
+        row = key[i, cols]
         order = np.argsort(row, kind="stable")
         order = order[row[order] < np.inf]  # a large pool's items of unknown density
         take_candidates(chosen, order, n_take, flag, K)
-    free = np.ones(len(unl), dtype=bool)
-    free[np.fromiter(chosen, dtype=np.int64)] = False
-    rest = np.flatnonzero(free)
-    n_rand = min(K - len(chosen), len(rest))
+    picks = cols[np.fromiter(chosen, dtype=np.int64)]
+    m = len(picks)
+    if m:
+        cand_idx[i, :m] = picks
+        flags[i, :m] = np.stack(list(chosen.values()))
+    n_rand = min(K - m, int(unlabeled.sum()) - m)
     if n_rand > 0:
-        for j in rng.choice(rest, size=n_rand, replace=False):
-            chosen[int(j)] = np.array([0, 0, 0, 1], dtype=np.float32)
-    local = np.fromiter(chosen, dtype=np.int64)
-    m = len(local)
-    cand_idx[i, :m] = unl[local]
-    flags[i, :m] = np.stack([chosen[int(j)] for j in local])
-    return m
+        cand_idx[i, m : m + n_rand] = _random_fill(unlabeled, picks, n_rand, rng)
+        flags[i, m : m + n_rand, 3] = 1.0
+    return m + max(n_rand, 0)
+
+
+def _random_fill(unlabeled: np.ndarray, picks: np.ndarray, n_rand: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_rand`` pool positions drawn uniformly without replacement among the unlabeled items
+    (``unlabeled`` ``(n,)``) not in ``picks``: ``rng.choice`` over them in pool order."""
+    unl = np.flatnonzero(unlabeled)
+    taken = np.sort(np.searchsorted(unl, picks))  # the picks' numbers among the unlabeled
+    draw = rng.choice(len(unl) - len(picks), size=n_rand, replace=False)
+    return unl[_skip_taken(draw, taken)]
