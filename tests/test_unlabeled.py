@@ -120,41 +120,10 @@ def test_classes_errors_and_labeled_defaults(tmp_path, wine, capsys):
     # a resumed store refuses other classes
     s = tmp_path / "u.sqlite"
     np.save(tmp_path / "o.npy", (wine.y[:40] > 0).astype(int))
-    assert (
-        main(
-            [
-                "label",
-                "--data",
-                str(tmp_path / "u.npz"),
-                "--classes",
-                "a,b",
-                "--store",
-                str(s),
-                "--oracle",
-                str(tmp_path / "o.npy"),
-                "--n",
-                "4",
-            ]
-        )
-        == 0
-    )
+    on_store = ["label", "--data", str(tmp_path / "u.npz"), "--store", str(s), "--oracle", str(tmp_path / "o.npy")]
+    assert main([*on_store, "--classes", "a,b", "--n", "4"]) == 0
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "label",
-                "--data",
-                str(tmp_path / "u.npz"),
-                "--classes",
-                "b,a",
-                "--store",
-                str(s),
-                "--oracle",
-                str(tmp_path / "o.npy"),
-            ]
-        )
-        == 2
-    )
+    assert main([*on_store, "--classes", "b,a"]) == 2
     assert "its classes is" in capsys.readouterr().err
 
 
