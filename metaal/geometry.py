@@ -113,12 +113,12 @@ class PoolGeometry:
         return self._density[rows]
 
     def rank_sample(self, size: int) -> np.ndarray:
-        """A fixed random sample of pool positions, ``(min(n, 2 * size),)`` increasing (drawn once
-        with ``default_rng(n + 2)``): large pools estimate margin ranks and quantiles on its first
-        ``size`` unlabeled items."""
+        """A fixed random sample of pool positions, ``(min(n, 2 * size),)`` in random order (drawn
+        once with ``default_rng(n + 2)``): large pools estimate margin ranks and quantiles on its
+        first ``size`` unlabeled items."""
         if self._rank_sample is None or len(self._rank_sample) != min(self.n, 2 * size):
             rng = np.random.default_rng(self.n + 2)
-            self._rank_sample = np.sort(rng.choice(self.n, size=min(self.n, 2 * size), replace=False))
+            self._rank_sample = rng.choice(self.n, size=min(self.n, 2 * size), replace=False)
         return self._rank_sample
 
     def known_density(self) -> np.ndarray:

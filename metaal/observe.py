@@ -246,9 +246,10 @@ class Observer:
     def observe_states(self, states: Sequence[ALState], rngs: Sequence[np.random.Generator]) -> BatchObservation:
         """The observations of states over pools of the same size and class count."""
         has_prev = np.array([s.prev_proba is not None for s in states])
-        P_prev = None
-        if has_prev.any():
-            P_prev = _stack([s.prev_proba if s.prev_proba is not None else s.proba for s in states])
+        P_prev = prev_pred = None
+        if has_prev.any():  # rows of states without a previous model are ignored (has_prev)
+            P_prev = _stack([s.proba if s.prev_proba is None else s.prev_proba for s in states])
+            prev_pred = _stack([s.pred if s.prev_pred is None else s.prev_pred for s in states])
         return observe_batch(
             self,
             labeled=_stack([s.labeled_mask for s in states]),
@@ -261,11 +262,7 @@ class Observer:
             n_queried=np.array([s.n_queried for s in states]),
             budgets=np.array([s.budget or 0 for s in states]),
             rngs=rngs,
-            prev_pred=None
-            if P_prev is None
-            else _stack(
-                [s.prev_pred if s.prev_pred is not None else np.zeros(s.n_pool, dtype=np.int64) for s in states]
-            ),
+            prev_pred=prev_pred,
         )
 
     @staticmethod
