@@ -215,7 +215,7 @@ class BatchedPoolEnv:
             self.states[i] = st
             self.budgets[i] = budget
             self.geometries[i] = st.geometry
-            self._dens[i] = st.geometry.density()
+            self._dens[i] = st.geometry.knn_density()
         self._has_prev[idx] = False
         self._fit(idx, np.stack([self.states[i].labeled_mask for i in idx]), first=True)
         acc = self._accuracy(self._XrT, self._yr, idx)

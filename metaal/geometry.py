@@ -5,7 +5,7 @@ distance is divided by the pool's **distance scale**, the median pairwise distan
 sample. :class:`PoolGeometry` holds one pool's scale and its **observation density** (the density
 feature and candidate source of :mod:`metaal.observe`):
 
-``density(x) = 1 / (1 + mean distance of x to its 10 nearest items of a fixed reference sample
+``knn_density(x) = 1 / (1 + mean distance of x to its 10 nearest items of a fixed reference sample
 of at most 1,000 pool items / scale)``  (the nearest one dropped: the item itself when it is in
 the sample), in (0, 1], high in dense regions.
 
@@ -100,8 +100,9 @@ class PoolGeometry:
         """True when every item's density is computed at first use (``n <= EXACT_DENSITY_MAX``)."""
         return self.n <= EXACT_DENSITY_MAX
 
-    def density(self, rows: np.ndarray | None = None) -> np.ndarray:
-        """Observation density of pool rows ``rows`` (m,) (None: every row), shape ``(m,)``."""
+    def knn_density(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """The observation's k-nearest-neighbour density of pool rows ``rows`` (m,) (None: every
+        row), shape ``(m,)``."""
         if self.exact:
             if np.isnan(self._density[0]):  # an exact pool is filled whole, at once
                 self._fill(np.arange(self.n))

@@ -174,8 +174,8 @@ def margins(proba: np.ndarray) -> np.ndarray:
 
 def pool_density(state: ALState) -> np.ndarray:
     """Observation density of every pool item of ``state``, ``(n_pool,)``
-    (:meth:`metaal.geometry.PoolGeometry.density`)."""
-    return state.geometry.density()
+    (:meth:`metaal.geometry.PoolGeometry.knn_density`)."""
+    return state.geometry.knn_density()
 
 
 def sorted_quantiles(a: np.ndarray, qs: Sequence[float]) -> np.ndarray:
@@ -385,11 +385,11 @@ def observe_batch(
         key_density = np.full((N, n), np.inf)
         for i, g in enumerate(geometries):
             if g.exact:
-                key_density[i] = np.where(labeled[i], np.inf, -((1.0 - marg[i]) * g.density()))
+                key_density[i] = np.where(labeled[i], np.inf, -((1.0 - marg[i]) * g.knn_density()))
             elif n_unl[i]:  # large pool: the density-weighted picks among the most uncertain items
                 m = min(DENSITY_SHORTLIST, int(n_unl[i]))
                 short = np.argpartition(key_margin[i], m - 1)[:m]
-                key_density[i, short] = -((1.0 - marg[i, short]) * g.density(short))
+                key_density[i, short] = -((1.0 - marg[i, short]) * g.knn_density(short))
     keys = (key_margin, key_density, np.where(labeled, np.inf, -min_dist))
     takes = (ob.n_margin, ob.n_density, ob.n_kcenter)
     universe = None
@@ -424,7 +424,7 @@ def observe_batch(
     rank = rank / np.maximum(n_ref, 1)[:, None]
     dist = np.minimum(min_dist[rows, safe] / scale[:, None], DIST_CLIP)
     dist[~np.isfinite(dist)] = DIST_CLIP
-    dc = dens[rows, safe] if dens is not None else np.stack([g.density(safe[i]) for i, g in enumerate(geometries)])
+    dc = dens[rows, safe] if dens is not None else np.stack([g.knn_density(safe[i]) for i, g in enumerate(geometries)])
     counts = np.stack([np.bincount(lab, minlength=C) for lab in labels]).astype(float)  # (N, C)
     share = counts[rows, scores.predicted_class(p)] / np.maximum(counts.sum(1), 1.0)[:, None]
     valid = np.arange(K)[None, :] < m_all[:, None]

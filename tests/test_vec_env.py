@@ -227,12 +227,12 @@ def test_pool_geometry_rows_on_demand_equal_the_whole_pool(monkeypatch):
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(1500, 6))  # > 1,000 rows: sampled references
-    full = geo.PoolGeometry(X).density()
+    full = geo.PoolGeometry(X).knn_density()
     monkeypatch.setattr(geo, "EXACT_DENSITY_MAX", 1000)  # the large-pool path: rows on demand
     lazy = geo.PoolGeometry(X)
     assert not lazy.exact
     rows = rng.choice(1500, size=300, replace=False)
-    np.testing.assert_allclose(lazy.density(rows), full[rows], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(lazy.knn_density(rows), full[rows], rtol=0, atol=1e-12)
     assert np.isnan(lazy.known_density()).sum() == 1200  # nothing else computed
     assert lazy.scale == geo.PoolGeometry(X).scale == ALState(X, 2, None).distance_scale()  # type: ignore[arg-type]
 
