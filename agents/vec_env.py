@@ -1,6 +1,6 @@
 """The stable-baselines3 face of the batched environment: :class:`BatchedPoolVecEnv`.
 
-:class:`metaal.envs.vec_pool.BatchedPoolEnv` steps ``N`` Pool-v0 episodes on one batched learner
+:class:`metaal.envs.batched.BatchedPoolEnv` steps ``N`` Pool-v0 episodes on one batched learner
 and knows no agent library; this thin wrapper gives it SB3's
 :class:`~stable_baselines3.common.vec_env.VecEnv` API: ``reset() -> obs``, ``step_async`` /
 ``step_wait -> (obs, rewards, dones, infos)`` with ``infos[i]["terminal_observation"]`` and
@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
+from metaal.envs.batched import BatchedPoolEnv
 from metaal.envs.pool import pool_spaces
-from metaal.envs.vec_pool import BatchedPoolEnv
 
 
 class BatchedPoolVecEnv(VecEnv):
     """``num_envs`` Pool-v0 episodes in lockstep on a batched torch logistic regression, as an SB3
-    vector environment; every argument goes to :class:`~metaal.envs.vec_pool.BatchedPoolEnv`."""
+    vector environment; every argument goes to :class:`~metaal.envs.batched.BatchedPoolEnv`."""
 
     def __init__(self, num_envs: int = 8, **kwargs: Any) -> None:
         self.env = BatchedPoolEnv(num_envs=num_envs, **kwargs)

@@ -4,7 +4,7 @@ Importing this package registers:
 
 * ``metaal/Pool-v0``       one label per step among ``K`` candidates (:mod:`metaal.envs.pool`)
 * ``metaal/PoolBatch-v0``  ``b`` labels per step, chosen by a score per candidate
-  (:mod:`metaal.envs.batch`)
+  (:mod:`metaal.envs.pool_batch`)
 * ``metaal/Stream-v0``     items arrive one by one: predict a class or pay for the label
   (:mod:`metaal.envs.stream`)
 * ``metaal/Heuristic-v0``  choose which heuristic labels next (ALBL as RL, :mod:`metaal.envs.heuristic`)
@@ -15,7 +15,7 @@ In a subprocess (``SubprocVecEnv``) use the id ``"metaal.envs:metaal/Pool-v0"`` 
 imports this package (and registers the ids) first.
 
 ``gymnasium.make("metaal/Pool-v0", datasets=[...], budget=50)``; see ``docs/environments.md``.
-:class:`metaal.envs.vec_pool.BatchedPoolEnv` steps N Pool-v0 episodes on one batched torch learner
+:class:`metaal.envs.batched.BatchedPoolEnv` steps N Pool-v0 episodes on one batched torch learner
 (torch is imported when it is first built, not by this package); its SB3
 ``VecEnv`` face and the process sharding live in the agents layer (:mod:`metaal.agents.vec_env`,
 :mod:`metaal.agents.vec_shard`): this package imports no agent library.
@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import gymnasium
 
-from metaal.envs.batch import PoolBatchEnv
+from metaal.envs.batched import BatchedPoolEnv
 from metaal.envs.collection import DEFAULT_DATASETS, DatasetCollection, sample_task
 from metaal.envs.heuristic import HeuristicEnv
 from metaal.envs.policies import HeuristicPolicy, PolicyCurve, evaluate_policy
 from metaal.envs.pool import PoolEnv, PoolEnvBase
+from metaal.envs.pool_batch import PoolBatchEnv
 from metaal.envs.rewards import REWARD_MODES, RewardSplit, step_reward
 from metaal.envs.stream import StreamEnv, ThresholdStreamPolicy
-from metaal.envs.vec_pool import BatchedPoolEnv
 
 #: The registered environment ids (versioned).
 ENV_IDS: tuple[str, ...] = ("metaal/Pool-v0", "metaal/PoolBatch-v0", "metaal/Stream-v0", "metaal/Heuristic-v0")
@@ -40,7 +40,7 @@ ENV_IDS: tuple[str, ...] = ("metaal/Pool-v0", "metaal/PoolBatch-v0", "metaal/Str
 def _register() -> None:
     specs = {
         "metaal/Pool-v0": "metaal.envs.pool:PoolEnv",
-        "metaal/PoolBatch-v0": "metaal.envs.batch:PoolBatchEnv",
+        "metaal/PoolBatch-v0": "metaal.envs.pool_batch:PoolBatchEnv",
         "metaal/Stream-v0": "metaal.envs.stream:StreamEnv",
         "metaal/Heuristic-v0": "metaal.envs.heuristic:HeuristicEnv",
     }

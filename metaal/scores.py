@@ -33,9 +33,9 @@ def top_two(proba: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
     Pm = np.moveaxis(np.asarray(proba), axis, 0)  # a view: Pm[c] is class c of every row
     C = Pm.shape[0]
     if C == 1:
-        return Pm[0].copy(), np.zeros(Pm.shape[1:])
+        return np.array(Pm[0]), np.zeros(Pm.shape[1:])
     if C <= 16:
-        top = Pm[0].copy()
+        top = np.array(Pm[0])  # a copy, an array also for one row
         second = np.full_like(top, -np.inf)
         for c in range(1, C):
             x = Pm[c]
@@ -80,7 +80,7 @@ def predicted_class(proba: np.ndarray, axis: int = -1) -> np.ndarray:
     C = Pm.shape[0]
     if C > 16:
         return np.argmax(proba, axis=axis)
-    top = Pm[0].copy()
+    top = np.array(Pm[0])  # a copy, an array also for one row
     pred = np.zeros(top.shape, dtype=np.int64)
     for c in range(1, C):
         x = Pm[c]

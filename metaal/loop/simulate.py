@@ -5,7 +5,7 @@ the labeling session (:mod:`metaal.loop.session`): :func:`new_state` (an :class:
 initial labels fitted), :func:`strategy_rng` (the one generator a strategy gets for a whole run:
 ``reset`` and every ``select``), a strategy's ``select``, :func:`label_step` (label, refit,
 evaluate) and :func:`evaluate` on held-out data; curves are :class:`Curve`. The batched
-environment (:mod:`metaal.envs.vec_pool`) fits ``N`` learners at once and so has its own refit,
+environment (:mod:`metaal.envs.batched`) fits ``N`` learners at once and so has its own refit,
 with the same state updates (:meth:`ALState.add_labels`) and the same observation.
 """
 from __future__ import annotations
