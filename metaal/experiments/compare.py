@@ -23,11 +23,13 @@ from metaal.experiments.report import format_table, write_report
 from metaal.experiments.runner import (
     BACKENDS,
     check_learner,
+    check_size,
     check_strategies,
     load_datasets,
     prepare_tasks,
     run_cells,
 )
+from metaal.strategies import parse_list
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -77,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{opt} must be >= {low} (got {val})")
     if args.seeds is not None and args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1 (got {args.seeds})")
+    if args.seeds is not None:
+        check_size(len(args.data), len(parse_list(args.strategies)), args.seeds)
     strategies = check_strategies(args.strategies)
     check_learner(args.learner)
     if args.splits and len(args.data) != 1:

@@ -1,0 +1,121 @@
+"""The bad inputs a new user hit (issue 14, item 5): each is one line ``metaal: error: ...`` and exit
+status 2, or a loud fallback that every output names; nothing already labeled is lost."""
+from __future__ import annotations
+
+import csv
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from metaal.cli import main
+
+SMALL = ["--budget", "4", "--initial", "6", "--seeds", "2", "--no-progress", "--no-plot"]
+
+
+def _csv_column(path: Path, column: str) -> set[str]:
+    with open(path, newline="") as fh:
+        return {row[column] for row in csv.DictReader(fh)}
+
+
+def _truncated_policy(tmp_path: Path) -> Path:
+    """A policy zip cut short (as a failed download leaves it), with no metadata beside it."""
+    from metaal.agents.policy_file import resolve_policy_path
+
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(resolve_policy_path("default").read_bytes()[:3000])
+    return bad
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. a corrupt policy: a loud fallback, named in every output, warned once
+
+
+def test_corrupt_policy_fallback_is_named_everywhere_and_warned_once(tmp_path: Path, capfd) -> None:
+    bad = _truncated_policy(tmp_path)
+    out = tmp_path / "out"
+    code = main(["compare", "--data", "sklearn:iris", "--strategies", f"margin,policy:{bad}", *SMALL,
+                 "--jobs", "2", "--out", str(out)])
+    captured = capfd.readouterr()
+    assert code == 0
+    name = f"policy:{bad}(fallback=margin)"
+    assert _csv_column(out / "summary.csv", "strategy") == {"margin", name}
+    assert _csv_column(out / "curves.csv", "strategy") == {"margin", name}
+    summary = json.loads((out / "summary.json").read_text())
+    assert name in json.dumps(summary)
+    assert f"policy:{bad} " not in json.dumps(summary) and f"policy:{bad}\"" not in json.dumps(summary)
+    assert name in captured.out  # the printed table's row
+    lines = [ln for ln in captured.err.splitlines() if "bad.zip" in ln]
+    assert len(lines) == 1, captured.err  # once, not once per worker
+    assert lines[0].startswith("metaal: warning: ")
+    assert "not a zip" in lines[0] and "metadata" not in lines[0], lines[0]
+    assert "fallback=margin" in lines[0] or "'margin'" in lines[0]
+
+
+def test_corrupt_policy_message_says_what_is_wrong_with_the_zip(tmp_path: Path) -> None:
+    from metaal.agents.policy_file import read_metadata
+    from metaal.errors import PolicyError
+
+    bad = _truncated_policy(tmp_path)
+    with pytest.raises(PolicyError, match="not a zip archive"):
+        read_metadata(bad)
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. evaluate --policy missing: checked before any cell runs
+
+
+def test_evaluate_missing_policy_fails_before_any_cell(tmp_path: Path, capsys, monkeypatch) -> None:
+    import metaal.experiments.evaluate as ev
+
+    def no_cells(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("a cell ran before the policy was checked")
+
+    monkeypatch.setattr(ev, "run_cells", no_cells)
+    code = main(["evaluate", "--policy", str(tmp_path / "runs" / "missing"), "--data", "sklearn:wine",
+                 "--seeds", "2", "--budgets", "5", "--no-progress", "--out", str(tmp_path / "ev")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("metaal: error: ") and "not found" in err[0], err
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. absurd seeds: refused in under a second, naming the limit
+
+
+def _limit_memory() -> None:  # the unfixed command eats gigabytes: keep it from taking the machine
+    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["compare", "evaluate"])
+def test_absurd_seeds_are_refused_at_once(command: str, tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "metaal.cli", command, "--data", "sklearn:wine", "--seeds", "1000000000",
+            "--no-progress", "--out", str(tmp_path / "o")]
+    argv += ["--strategies", "margin"] if command == "compare" else ["--budgets", "5"]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, preexec_fn=_limit_memory)
+    except subprocess.TimeoutExpired:
+        pytest.fail("--seeds 1000000000 was not refused within 30 s")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("metaal: error: --seeds"), proc.stderr[-2000:]
+    assert "at most" in lines[0]
+
+
+@pytest.mark.parametrize("command", ["compare", "evaluate"])
+def test_absurd_seeds_in_process_take_under_a_second(command: str, tmp_path: Path, capsys) -> None:
+    from metaal.experiments.runner import MAX_SEEDS
+
+    argv = [command, "--data", "sklearn:wine", "--seeds", str(MAX_SEEDS + 1), "--no-progress",
+            "--out", str(tmp_path / "o")]
+    argv += ["--strategies", "margin"] if command == "compare" else ["--budgets", "5"]
+    t0 = time.perf_counter()
+    code = main(argv)
+    assert time.perf_counter() - t0 < 1.0
+    assert code == 2
+    assert f"at most {MAX_SEEDS}" in capsys.readouterr().err
