@@ -8,6 +8,7 @@ is printed as one line ``metaal: error: ...`` with exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -48,6 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("metaal: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `metaal label ... | head`: the reader left; what was labeled is stored
+        quiet_stdout()
+        return 1
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit does not fail again on a closed
+    pipe (the recipe of the ``signal`` module's documentation)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

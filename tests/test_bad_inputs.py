@@ -119,3 +119,108 @@ def test_absurd_seeds_in_process_take_under_a_second(command: str, tmp_path: Pat
     assert time.perf_counter() - t0 < 1.0
     assert code == 2
     assert f"at most {MAX_SEEDS}" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. metaal label: ports, a second server on the same store, --n
+
+
+def _one_error_line(capsys) -> str:  # noqa: ANN001
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("metaal: error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize("port", ["99999", "-1"])
+def test_label_port_out_of_range_is_refused(port: str, tmp_path: Path, capsys) -> None:
+    store = tmp_path / "s.sqlite"
+    code = main(["label", "--data", "sklearn:wine", "--store", str(store), "--port", port])
+    assert code == 2
+    assert "--port" in _one_error_line(capsys)
+    assert not store.exists()
+
+
+def test_label_port_in_use_is_found_before_the_store_is_created(tmp_path: Path, capsys) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        store = tmp_path / "s.sqlite"
+        code = main(["label", "--data", "sklearn:wine", "--store", str(store), "--port", str(port)])
+    assert code == 2
+    assert "in use" in _one_error_line(capsys)
+    assert not store.exists()
+
+
+@pytest.mark.parametrize("n", ["-2", "0"])
+def test_label_negative_n_is_refused(n: str, tmp_path: Path, capsys) -> None:
+    store = tmp_path / "s.sqlite"
+    code = main(["label", "--data", "sklearn:wine", "--store", str(store), "--oracle", "y", "--n", n])
+    assert code == 2
+    assert "--n" in _one_error_line(capsys)
+    assert not store.exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_second_server_on_the_same_store_is_refused(tmp_path: Path) -> None:
+    import urllib.request
+
+    store = tmp_path / "s.sqlite"
+    cmd = [sys.executable, "-m", "metaal.cli", "label", "--data", "sklearn:wine", "--store", str(store)]
+    port = _free_port()
+    first = subprocess.Popen(cmd + ["--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/progress", timeout=1).read()
+                break
+            except OSError:
+                assert first.poll() is None and time.time() < deadline, first.stderr.read() if first.poll() else ""
+                time.sleep(0.3)
+        try:
+            second = subprocess.run(cmd + ["--port", str(_free_port())], capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("a second server on the same store was started")
+        assert second.returncode == 2
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("metaal: error: ") and "in use" in lines[0], second.stderr
+        assert first.poll() is None  # the first one still serves
+    finally:
+        first.terminate()
+        first.wait(timeout=30)
+
+
+# ----------------------------------------------------------------------------------------------
+# 7. metaal label ... | head: a closed pipe ends quietly, the labels are kept
+
+
+@pytest.mark.slow
+def test_label_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    store = tmp_path / "s.sqlite"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "metaal.cli", "label", "--data", "sklearn:wine", "--store", str(store),
+         "--oracle", "y", "--n", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    first = proc.stdout.readline()  # `| head -1`
+    proc.stdout.close()
+    err = proc.stderr.read()
+    code = proc.wait(timeout=120)
+    assert first.startswith("labeled ")
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert code != 0 or err == ""
+    from metaal.store import Store
+
+    with Store(store) as s:  # what was labeled before the pipe closed is in the store
+        assert s.n_labels >= 1
