@@ -220,19 +220,16 @@ def bind_port(host: str, port: int) -> Any:
     return sock
 
 
-_LOCKS: list[Any] = []  # the lock files this process holds (released when it exits)
-
-
-def lock_store(path: "str | Path") -> None:
-    """Take the store's lock file ``PATH.lock`` for this process (``fcntl.flock``, released by the
-    system when the process ends, even after a crash).
+def lock_store(path: "str | Path") -> Any:
+    """Take the store's lock file ``PATH.lock`` (``fcntl.flock``): returns the open lock file, to
+    close when done (the system releases it anyway when the process ends, even after a crash).
 
     :raises ConfigError: when another ``metaal label`` holds it.
     """
     try:
         import fcntl
     except ImportError:  # no flock (Windows): no lock
-        return
+        return None
     lock = Path(str(path) + ".lock")
     fh = open(lock, "a+")  # noqa: SIM115  (held open for the life of the process)
     try:
@@ -246,18 +243,21 @@ def lock_store(path: "str | Path") -> None:
     fh.truncate()
     fh.write(f"{os.getpid()}\n")
     fh.flush()
-    _LOCKS.append(fh)
+    return fh
 
 
 def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     serving = args.oracle is None and args.export is None
     sock = bind_port(args.host, args.port) if serving else None
+    lock = None
     try:
         if args.store is not None and (serving or args.oracle is not None):
-            lock_store(args.store)
+            lock = lock_store(args.store)
         return _run(args, sock)
     finally:
+        if lock is not None:
+            lock.close()
         if sock is not None:
             sock.close()
 

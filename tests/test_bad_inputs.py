@@ -224,3 +224,79 @@ def test_label_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
 
     with Store(store) as s:  # what was labeled before the pipe closed is in the store
         assert s.n_labels >= 1
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. help, usage, --jobs -1, string labels in an .npz
+
+
+def _sub(name: str):  # noqa: ANN202
+    import argparse
+
+    from metaal.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
+def test_compare_help_lists_torch_logreg_and_synth_specs() -> None:
+    text = _sub("compare").format_help()
+    assert "torch_logreg" in text and "synth:" in text
+
+
+@pytest.mark.parametrize("command", ["label", "featurize"])
+def test_label_and_featurize_help_show_defaults_and_every_option_has_help(command: str) -> None:
+    p = _sub(command)
+    text = p.format_help()
+    for action in p._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"{command} {action.option_strings[0]} has no help"
+    assert "default: " in text
+    if command == "label":
+        assert "8765" in text and "127.0.0.1" in text
+
+
+def test_unknown_flag_prints_the_subcommand_usage(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--nope"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert err.startswith("usage: metaal compare") and "--nope" in err, err
+
+
+def test_jobs_minus_one_means_all_cores(tmp_path: Path, capsys) -> None:
+    code = main(["compare", "--data", "sklearn:iris", "--strategies", "margin", "--budget", "3", "--initial", "6",
+                 "--seeds", "1", "--jobs", "-1", "--no-progress", "--no-plot", "--out", str(tmp_path / "o")])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())
+    code = main(["compare", "--data", "sklearn:iris", "--strategies", "margin", "--jobs", "-3",
+                 "--out", str(tmp_path / "o2")])
+    assert code == 2 and "-1 for all cores" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. the export: source_row and ISO times
+
+
+def test_export_carries_source_row_and_iso_times(tmp_path: Path, capsys) -> None:
+    import datetime as dt
+
+    import numpy as np
+
+    from metaal.data import load_dataset
+
+    wine = load_dataset("sklearn:wine")
+    rows = np.arange(wine.n) * 3 + 7  # the rows of the file the features came from
+    np.savez(tmp_path / "feats.npz", X=wine.X, y=wine.y, classes=wine.classes, source_row=rows)
+    out = tmp_path / "exp"
+    code = main(["label", "--data", str(tmp_path / "feats.npz"), "--store", str(tmp_path / "s.sqlite"),
+                 "--oracle", "y", "--n", "12", "--export", str(out)])
+    assert code == 0, capsys.readouterr().err
+    with open(out / "labels.csv", newline="") as fh:
+        records = list(csv.DictReader(fh))
+    assert records and all(int(r["source_row"]) == rows[int(r["id"])] for r in records)
+    for r in records:
+        assert dt.datetime.fromisoformat(r["time"]).tzinfo is not None, r["time"]
+    first = json.loads((out / "labels.jsonl").read_text().splitlines()[0])
+    assert first["source_row"] == int(rows[first["id"]])
