@@ -38,9 +38,23 @@ from metaal.store import Store
 WEB_DIR = Path(__file__).parent / "web"
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: X)`` after each option's help, unless the help already says its default or the
+    default is None (an option that is simply absent)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is None or isinstance(action.default, bool):
+            return text
+        return super()._get_help_string(action) or text
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--data", default=None, help="dataset with features (name, .npz, sklearn:NAME); optional when --store exists"
+        "--data",
+        default=None,
+        help="dataset with features (name, .npz, .csv, sklearn:NAME, synth:KIND?n=..&d=..); "
+        "optional when --store exists",
     )
     p.add_argument(
         "--classes",
@@ -50,8 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--strategy", default="margin", help="query strategy (margin, entropy, random, policy:PATH, ...)")
     p.add_argument("--store", default=None, help="session file PATH.sqlite (resumed if it exists); default: in memory")
-    p.add_argument("--learner", default="logreg", help="learner: logreg, svm, rf, knn, gb")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--learner", default="logreg", help="learner: logreg, torch_logreg, svm, rf, knn, gb")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the initial set and the strategy")
     p.add_argument(
         "--initial",
         type=int,
@@ -69,8 +83,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--test-size", type=float, default=0.3, help="share of a labeled dataset held out to measure accuracy"
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--host", default="127.0.0.1", help="address the web app listens on")
+    p.add_argument("--port", type=int, default=8765, help="port of the web app (1-65535)")
     p.add_argument(
         "--oracle",
         default=None,
@@ -94,6 +108,7 @@ def register(subparsers: Any) -> None:
         help="label data in the browser (or with --oracle), resumable",
         description="Active labeling with a local web app (127.0.0.1) or an automatic oracle; "
         "answers are kept in a SQLite store and a restart resumes.",
+        formatter_class=DefaultsFormatter,
     )
     add_arguments(p)
     p.set_defaults(func=run)

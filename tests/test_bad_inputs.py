@@ -259,7 +259,7 @@ def test_label_and_featurize_help_show_defaults_and_every_option_has_help(comman
 
 def test_unknown_flag_prints_the_subcommand_usage(capsys) -> None:
     with pytest.raises(SystemExit) as exc:
-        main(["compare", "--nope"])
+        main(["compare", "--data", "sklearn:wine", "--strategies", "margin", "--out", "o", "--nope"])
     err = capsys.readouterr().err
     assert exc.value.code == 2
     assert err.startswith("usage: metaal compare") and "--nope" in err, err

@@ -30,7 +30,7 @@ from metaal.agents.train import read_split
 from metaal.data import load_dataset, make_split
 from metaal.errors import ConfigError, PolicyError
 from metaal.experiments.report import write_report
-from metaal.experiments.runner import check_size, check_strategies, run_cells
+from metaal.experiments.runner import check_size, check_strategies, resolve_jobs, run_cells
 from metaal.strategies import parse_list
 
 
@@ -48,7 +48,7 @@ def register(subparsers: Any) -> None:
     e.add_argument("--seeds", type=int, default=20, help="seeds 0..S-1 per dataset (20)")
     e.add_argument("--initial", type=int, default=10, help="initial labeled set (10)")
     e.add_argument("--learner", default="logreg", help="learner (logreg)")
-    e.add_argument("--jobs", type=int, default=2, help="parallel workers (2)")
+    e.add_argument("--jobs", type=int, default=2, help="parallel workers, -1 for all cores (2)")
     e.add_argument("--out", required=True, metavar="DIR", help="output folder")
     e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     e.set_defaults(func=run_evaluate)
@@ -113,6 +113,7 @@ def evaluate_policy(
     if "margin" not in heur:
         raise ConfigError("the evaluation compares against margin: include it in --strategies")
     check_size(len(datasets), len(heur) + 1, seeds)
+    jobs = resolve_jobs(jobs)
     zp = resolve_policy_path(pol.split(":", 1)[1])
     if not zp.is_file():
         raise PolicyError(f"policy file {zp} not found (--policy {policy}: a .zip, a training folder or 'default')")

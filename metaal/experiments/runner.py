@@ -123,6 +123,19 @@ def build_strategy(name: str) -> Any:
     return get(m.group("heuristic")) if m else get(name)
 
 
+def resolve_jobs(jobs: int) -> int:
+    """``--jobs``: a number of workers >= 1, or -1 for every core (joblib's habit).
+
+    :raises ConfigError: for 0 or another negative number.
+    """
+    jobs = int(jobs)
+    if jobs == -1:
+        return max(1, os.cpu_count() or 1)
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, or -1 for all cores (got {jobs})")
+    return jobs
+
+
 def check_size(n_datasets: int, n_strategies: int, seeds: "int | Sequence[int]") -> None:
     """Refuse a run that cannot fit before anything is built (a cheap check on the numbers).
 
@@ -354,8 +367,7 @@ def run_cells(
         raise ConfigError(f"unknown backend {backend!r} (use {' or '.join(BACKENDS)})")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1 (got {batch_size})")
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1 (got {jobs})")
+    jobs = resolve_jobs(jobs)
     if splits is None:  # the numbers first: a policy loads in a second, a billion seeds never fit
         check_size(len(datasets), 1, seeds)
     names = check_strategies(strategies)
