@@ -131,6 +131,11 @@ def read_metadata(zip_path: "str | os.PathLike") -> dict[str, Any]:
     zp = Path(zip_path)
     if not zp.is_file():
         raise PolicyError(f"policy file {zp} not found")
+    if not zipfile.is_zipfile(zp):  # what is wrong with the zip comes before what is missing beside it
+        raise PolicyError(
+            f"policy file {zp} is not a zip archive ({zp.stat().st_size} bytes: truncated or corrupt); "
+            "download or train it again"
+        )
     mp = meta_path(zp)
     if not mp.is_file():
         raise PolicyError(f"policy metadata {mp} not found (a policy is NAME.zip + NAME.json)")

@@ -7,7 +7,13 @@ Layers (a lower one never imports a higher one; ``tests/test_layers.py`` checks 
 """
 __version__ = "0.1.0"
 
+import logging  # noqa: E402
+
 from metaal.errors import ConfigError, DataError, LabelError, MetaalError, PolicyError  # noqa: E402
+
+# a library's loggers stay quiet unless the application configures logging (the command line shows
+# warnings once, as ``metaal: warning: ...``; without this, logging's last resort repeats them)
+logging.getLogger("metaal").addHandler(logging.NullHandler())
 
 __all__ = ["ActiveLearner", "ConfigError", "DataError", "LabelError", "MetaalError", "PolicyError", "__version__"]
 

@@ -51,6 +51,8 @@ def load_npz(path: str | os.PathLike, name: str | None = None) -> Dataset:
     X = arrays.pop("X", None)
     y = arrays.pop("y")
     classes = arrays.pop("classes", None)
+    if y.dtype.kind in "USO":  # class names as labels: mapped to 0..K-1 as a CSV's are
+        classes, y = _map_labels(y, classes, where=str(path))
     text = arrays.pop("text", None)
     images = arrays.pop("images", None)
     if X is None and text is None and images is None:
@@ -93,15 +95,34 @@ def load_csv(path: str | os.PathLike, label: str | None = None, name: str | None
                     "(encode categorical features first)"
                 ) from None
         labels.append(row[col].strip())
-    classes, y = np.unique(np.array(labels), return_inverse=True)
-    # numeric labels keep numeric order
-    try:
-        order = np.argsort([float(c) for c in classes], kind="stable")
-        classes = classes[order]
+    classes, y = _map_labels(np.array(labels))
+    return Dataset(X=X, y=y, classes=classes, name=name)
+
+
+def _map_labels(
+    labels: np.ndarray, classes: np.ndarray | None = None, where: str = ""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class names as labels -> ``(classes, y in 0..K-1)``: in the order of ``classes`` when given,
+    else sorted (numeric names in numeric order).
+
+    :raises DataError: for a label that ``classes`` does not hold.
+    """
+    labels = np.asarray([str(v).strip() for v in labels])
+    if classes is not None:
+        names = [str(c) for c in np.asarray(classes).ravel()]
+        pos = {c: i for i, c in enumerate(names)}
+        unknown = sorted(set(labels.tolist()) - set(pos))
+        if unknown:
+            raise DataError(f"{where}: labels {', '.join(map(repr, unknown[:5]))} are not in its classes {names}")
+        return np.asarray(names), np.array([pos[v] for v in labels], dtype=np.int64)
+    classes_, y = np.unique(labels, return_inverse=True)
+    try:  # numeric labels keep numeric order
+        order = np.argsort([float(c) for c in classes_], kind="stable")
+        classes_ = classes_[order]
         y = np.argsort(order)[y]
     except ValueError:
         pass
-    return Dataset(X=X, y=y, classes=classes, name=name)
+    return classes_, y
 
 
 def load_libsvm(path: str | os.PathLike, name: str | None = None) -> Dataset:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from metaal.featurize import RawData, featurize_dataset, load_raw, subsample, subsample_rows
+from metaal.label_cli import DefaultsFormatter
 
 
 def register(subparsers: Any) -> None:
@@ -27,6 +28,7 @@ def register(subparsers: Any) -> None:
         help="turn raw text or images into features (.npz)",
         description="Embed text (sentence-transformers, offline) or images (HOG, pixels, PCA, ResNet, "
         "a TorchScript file or module:callable) and write X, y, classes and the raw data to an .npz.",
+        formatter_class=DefaultsFormatter,
     )
     p.add_argument(
         "--data",
@@ -35,7 +37,8 @@ def register(subparsers: Any) -> None:
         "a .csv (with --text-column), a folder CLASS/*.png, or a folder of unlabeled images",
     )
     p.add_argument("--text-column", default=None, help="the CSV column that holds the documents (for a .csv --data)")
-    p.add_argument("--kind", default="auto", choices=["auto", "text", "image"])
+    p.add_argument("--kind", default="auto", choices=["auto", "text", "image"],
+                   help="what the data holds: text, images, or auto (from the file)")
     p.add_argument(
         "--model",
         default=None,
@@ -45,11 +48,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--weights", default=None, help="local weights file for resnet18/50 or a module:callable encoder")
     p.add_argument("--features", default=None, help="attach precomputed features (.npy or .npz with X) instead")
     p.add_argument("--limit", type=int, default=None, help="keep a stratified random subset of N rows")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="items per encoder batch")
     p.add_argument("--components", type=int, default=50, help="PCA components (--model pca)")
     p.add_argument("--size", type=int, default=None, help="resize images to SIZE x SIZE before a torch encoder")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of --limit's subset and of the encoder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--out", required=True, help="output .npz")
     p.set_defaults(func=run)

@@ -22,7 +22,9 @@ nothing; running the same command again resumes.
 from __future__ import annotations
 
 import argparse
+import errno
 import io
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,9 +38,23 @@ from metaal.store import Store
 WEB_DIR = Path(__file__).parent / "web"
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: X)`` after each option's help, unless the help already says its default or the
+    default is None (an option that is simply absent)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is None or isinstance(action.default, bool):
+            return text
+        return super()._get_help_string(action) or text
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--data", default=None, help="dataset with features (name, .npz, sklearn:NAME); optional when --store exists"
+        "--data",
+        default=None,
+        help="dataset with features (name, .npz, .csv, sklearn:NAME, synth:KIND?n=..&d=..); "
+        "optional when --store exists",
     )
     p.add_argument(
         "--classes",
@@ -48,8 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--strategy", default="margin", help="query strategy (margin, entropy, random, policy:PATH, ...)")
     p.add_argument("--store", default=None, help="session file PATH.sqlite (resumed if it exists); default: in memory")
-    p.add_argument("--learner", default="logreg", help="learner: logreg, svm, rf, knn, gb")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--learner", default="logreg", help="learner: logreg, torch_logreg, svm, rf, knn, gb")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the initial set and the strategy")
     p.add_argument(
         "--initial",
         type=int,
@@ -67,8 +83,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--test-size", type=float, default=0.3, help="share of a labeled dataset held out to measure accuracy"
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--host", default="127.0.0.1", help="address the web app listens on")
+    p.add_argument("--port", type=int, default=8765, help="port of the web app (1-65535)")
     p.add_argument(
         "--oracle",
         default=None,
@@ -92,6 +108,7 @@ def register(subparsers: Any) -> None:
         help="label data in the browser (or with --oracle), resumable",
         description="Active labeling with a local web app (127.0.0.1) or an automatic oracle; "
         "answers are kept in a SQLite store and a restart resumes.",
+        formatter_class=DefaultsFormatter,
     )
     add_arguments(p)
     p.set_defaults(func=run)
@@ -175,7 +192,92 @@ def quality(prog: dict[str, Any]) -> str:
     )
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """The numbers of ``metaal label``, checked before anything is opened or created.
+
+    :raises ConfigError: naming the option.
+    """
+    if not 1 <= args.port <= 65535:
+        raise ConfigError(f"--port must be between 1 and 65535 (got {args.port})")
+    if args.n is not None and args.n < 1:
+        raise ConfigError(f"--n must be >= 1 (got {args.n})")
+    for opt, val in (("--initial", args.initial), ("--budget", args.budget), ("--delay", args.delay)):
+        if val is not None and val < 0:
+            raise ConfigError(f"{opt} must be >= 0 (got {val})")
+    if not 0.0 <= args.test_size < 1.0:
+        raise ConfigError(f"--test-size must be in [0, 1) (got {args.test_size})")
+
+
+def bind_port(host: str, port: int) -> Any:
+    """A listening socket on ``host:port`` (taken now, handed to the server later), so that a port
+    in use is found before the store is created.
+
+    :raises ConfigError: when the port is in use or the host cannot be bound.
+    """
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family = infos[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ConfigError(f"--host {host}: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            reason = "is in use" if exc.errno == errno.EADDRINUSE else "needs privileges"
+            raise ConfigError(f"port {port} on {host} {reason}: choose another with --port") from None
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    return sock
+
+
+def lock_store(path: "str | Path") -> Any:
+    """Take the store's lock file ``PATH.lock`` (``fcntl.flock``): returns the open lock file, to
+    close when done (the system releases it anyway when the process ends, even after a crash).
+
+    :raises ConfigError: when another ``metaal label`` holds it.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no lock
+        return None
+    lock = Path(str(path) + ".lock")
+    fh = open(lock, "a+")  # noqa: SIM115  (held open for the life of the process)
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise ConfigError(
+            f"store {path} is in use by another metaal label (lock {lock}); stop it first"
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
 def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
+    serving = args.oracle is None and args.export is None
+    sock = bind_port(args.host, args.port) if serving else None
+    lock = None
+    try:
+        if args.store is not None and (serving or args.oracle is not None):
+            lock = lock_store(args.store)
+        return _run(args, sock)
+    finally:
+        if lock is not None:
+            lock.close()
+        if sock is not None:
+            sock.close()
+
+
+def _run(args: argparse.Namespace, sock: Any = None) -> int:
     al = make_learner_from_args(args)
     if al.resumed:
         print(f"resumed {al.store.path}: {al.n_labeled} labels", flush=True)
@@ -196,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
         paths = al.export(args.export)
         print("wrote " + ", ".join(str(p) for p in paths.values()), flush=True)
     if args.oracle is None and args.export is None:
-        serve(al, host=args.host, port=args.port)
+        serve(al, host=args.host, port=args.port, sock=sock)
     return 0
 
 
@@ -324,8 +426,9 @@ def create_app(al: Any) -> Any:
     return app
 
 
-def serve(al: Any, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Serve the labeling page until interrupted."""
+def serve(al: Any, host: str = "127.0.0.1", port: int = 8765, sock: Any = None) -> None:
+    """Serve the labeling page until interrupted (on ``sock``, a socket already listening on
+    ``host:port`` (:func:`bind_port`), when given)."""
     try:
         import uvicorn
     except ImportError:
@@ -334,7 +437,10 @@ def serve(al: Any, host: str = "127.0.0.1", port: int = 8765) -> None:
     print(
         f"labeling {al.meta.get('dataset')} at http://{host}:{port}/  (Ctrl-C to stop; answers are saved)", flush=True
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    if sock is None:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    else:
+        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run(sockets=[sock])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `... | head`: the reader left; what was labeled is stored
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -107,3 +107,23 @@ def test_one_class_and_unknown_name(tmp_path):
     np.savez(tmp_path / "x.npz", X=np.ones((3, 2)))
     with pytest.raises(DataError, match="no 'y' array"):
         load_dataset(tmp_path / "x.npz")
+
+
+def test_npz_string_labels_are_mapped_like_csv(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.random((12, 3))
+    labels = np.array(["spam", "ham", "eggs"] * 4)
+    np.savez(tmp_path / "s.npz", X=X, y=labels)
+    with open(tmp_path / "s.csv", "w") as fh:
+        fh.write("a,b,c,label\n" + "".join(f"{r[0]},{r[1]},{r[2]},{lab}\n" for r, lab in zip(X, labels)))
+    npz, csv_ = load_dataset(tmp_path / "s.npz"), load_dataset(tmp_path / "s.csv")
+    assert list(npz.classes) == list(csv_.classes) == ["eggs", "ham", "spam"]
+    assert npz.y.tolist() == csv_.y.tolist()
+    assert [npz.classes[i] for i in npz.y] == labels.tolist()
+    # with the file's own class list, its order wins; a label outside it is one clear error
+    np.savez(tmp_path / "c.npz", X=X, y=labels, classes=np.array(["spam", "ham", "eggs"]))
+    c = load_dataset(tmp_path / "c.npz")
+    assert [c.classes[i] for i in c.y] == labels.tolist() and list(c.classes) == ["spam", "ham", "eggs"]
+    np.savez(tmp_path / "d.npz", X=X, y=labels, classes=np.array(["spam", "ham"]))
+    with pytest.raises(DataError, match="eggs"):
+        load_dataset(tmp_path / "d.npz")

@@ -23,11 +23,14 @@ from metaal.experiments.report import format_table, write_report
 from metaal.experiments.runner import (
     BACKENDS,
     check_learner,
+    check_size,
     check_strategies,
     load_datasets,
     prepare_tasks,
+    resolve_jobs,
     run_cells,
 )
+from metaal.strategies import parse_list
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -41,7 +44,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--data", nargs="+", required=True, metavar="PATH|NAME",
-                   help=".npz/.csv/.libsvm files, names found along METAAL_DATA, or sklearn:NAME")
+                   help=".npz/.csv/.libsvm files, names found along METAAL_DATA, sklearn:NAME, or a synthetic "
+                        "dataset synth:KIND?key=value&... (e.g. synth:blobs?n=500&d=5&sep=1.5&seed=3)")
     p.add_argument("--strategies", required=True, metavar="LIST",
                    help="comma-separated strategy names (random,margin,entropy,...,policy:PATH); "
                         "'all' = every registered heuristic")
@@ -54,10 +58,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--learner",
         default="logreg",
-        help="learner: a name in metaal.learners.LEARNERS, e.g. logreg, svm, rf, knn, gb (logreg)",
+        help="learner: logreg, torch_logreg (GPU when present), svm, rf, knn, gb (logreg)",
     )
     p.add_argument("--batch-size", type=int, default=1, help="labels per query step (1)")
-    p.add_argument("--jobs", type=int, default=2, help="parallel workers (2)")
+    p.add_argument("--jobs", type=int, default=2, help="parallel workers, -1 for all cores (2)")
     p.add_argument("--backend", default="joblib", help="joblib (processes on this machine) or ray (joblib)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -72,11 +76,14 @@ def run(args: argparse.Namespace) -> int:
     if args.backend not in BACKENDS:
         raise ConfigError(f"unknown backend {args.backend!r} (use {' or '.join(BACKENDS)})")
     for opt, val, low in (("--budget", args.budget, 1), ("--initial", args.initial, 2),
-                          ("--batch-size", args.batch_size, 1), ("--jobs", args.jobs, 1)):
+                          ("--batch-size", args.batch_size, 1)):
         if val < low:
             raise ConfigError(f"{opt} must be >= {low} (got {val})")
+    args.jobs = resolve_jobs(args.jobs)
     if args.seeds is not None and args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1 (got {args.seeds})")
+    if args.seeds is not None:
+        check_size(len(args.data), len(parse_list(args.strategies)), args.seeds)
     strategies = check_strategies(args.strategies)
     check_learner(args.learner)
     if args.splits and len(args.data) != 1:

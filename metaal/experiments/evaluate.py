@@ -25,11 +25,12 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.stats import wilcoxon
 
+from metaal.agents.policy_file import resolve_policy_path
 from metaal.agents.train import read_split
 from metaal.data import load_dataset, make_split
-from metaal.errors import ConfigError
+from metaal.errors import ConfigError, PolicyError
 from metaal.experiments.report import write_report
-from metaal.experiments.runner import run_cells
+from metaal.experiments.runner import check_size, check_strategies, resolve_jobs, run_cells
 from metaal.strategies import parse_list
 
 
@@ -47,7 +48,7 @@ def register(subparsers: Any) -> None:
     e.add_argument("--seeds", type=int, default=20, help="seeds 0..S-1 per dataset (20)")
     e.add_argument("--initial", type=int, default=10, help="initial labeled set (10)")
     e.add_argument("--learner", default="logreg", help="learner (logreg)")
-    e.add_argument("--jobs", type=int, default=2, help="parallel workers (2)")
+    e.add_argument("--jobs", type=int, default=2, help="parallel workers, -1 for all cores (2)")
     e.add_argument("--out", required=True, metavar="DIR", help="output folder")
     e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     e.set_defaults(func=run_evaluate)
@@ -102,19 +103,31 @@ def evaluate_policy(
     progress: bool = True,
     plot: bool = True,
 ) -> dict[str, Any]:
-    """Run the evaluation described in the module docstring; returns the ``results.json`` dict."""
+    """Run the evaluation described in the module docstring; returns the ``results.json`` dict.
+
+    The policy is checked before anything runs: a missing file is an error; one that cannot be
+    loaded runs its fallback heuristic under the name ``policy:PATH(fallback=margin)``.
+    """
+    pol = policy if policy.startswith("policy:") else f"policy:{policy}"
+    heur = [s for s in strategies if s != pol and not s.startswith("policy:")]
+    if "margin" not in heur:
+        raise ConfigError("the evaluation compares against margin: include it in --strategies")
+    check_size(len(datasets), len(heur) + 1, seeds)
+    jobs = resolve_jobs(jobs)
+    zp = resolve_policy_path(pol.split(":", 1)[1])
+    if not zp.is_file():
+        raise PolicyError(f"policy file {zp} not found (--policy {policy}: a .zip, a training folder or 'default')")
+    heur = check_strategies(heur)
+    pol = check_strategies([pol])[0]  # a policy that cannot load: its fallback, named as such, warned once
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     specs = resolve_datasets(datasets)
+    check_size(len(specs), len(heur) + 1, seeds)
+    out.mkdir(parents=True, exist_ok=True)
     loaded = [load_dataset(sp) for sp in specs]
     names = [ds.name for ds in loaded]  # what the curves are keyed by ("sklearn:wine" -> "wine")
     if len(set(names)) != len(names):
         raise ConfigError(f"two of the datasets have the same name: {', '.join(names)}")
     data_of = dict(zip(names, loaded))
-    pol = policy if policy.startswith("policy:") else f"policy:{policy}"
-    heur = [s for s in strategies if s != pol and not s.startswith("policy:")]
-    if "margin" not in heur:
-        raise ConfigError("the evaluation compares against margin: include it in --strategies")
     budgets = sorted(set(int(b) for b in budgets))
     caps: dict[str, int] = {}
     for n in names:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
@@ -42,6 +44,10 @@ SUMMARY_COLUMNS = [
     "query_seconds",
 ]
 RAY_HINT = "pip install metaal[ray]"
+MAX_SEEDS = 10_000  # seeds per dataset: every (dataset, seed) task is built before the first cell
+MAX_CELLS = 200_000  # datasets x strategies x seeds in one run
+# the name a learned policy takes when it cannot load and a heuristic runs instead
+_FALLBACK = re.compile(r"^(?P<policy>.+:.*)\(fallback=(?P<heuristic>[A-Za-z0-9_]+)\)$")
 
 
 @dataclass
@@ -73,17 +79,77 @@ def check_strategies(strategies: Sequence[str] | str) -> list[str]:
     """Expand (``all``) and validate strategy names before any work starts; every one is also
     instantiated once so that a missing ``policy:PATH`` file fails here, not in a worker.
 
+    A learned policy that cannot be loaded (missing, corrupt, another observation version) falls
+    back to its heuristic here, once: its name becomes the strategy's own
+    (``policy:PATH(fallback=margin)``), which every output then carries and which the workers build
+    as the heuristic directly (:func:`build_strategy`), so the reason is warned once (one
+    ``RuntimeWarning``), in the parent, not once per cell or worker.
+
     :raises ConfigError: for an unknown name or a strategy that cannot be built.
     """
     names = parse_list(strategies if isinstance(strategies, str) else ",".join(strategies))
+    out: list[str] = []
     for name in names:
         try:
-            get(name)
+            if _FALLBACK.match(name):  # already checked (and warned): only its heuristic is built
+                build_strategy(name)
+                out.append(name)
+                continue
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                strat = get(name)
         except MetaalError:
             raise
         except ImportError as exc:
             raise ConfigError(f"strategy {name!r} cannot be loaded ({exc})") from None
-    return names
+        error = getattr(strat, "error", None)
+        if getattr(strat, "is_fallback", False):
+            heuristic = getattr(strat, "fallback_name", "margin")
+            name = str(strat.name)
+            warnings.warn(f"{error}; running the {heuristic!r} heuristic instead, recorded as {name}",
+                          RuntimeWarning, stacklevel=2)
+        else:
+            for w in caught:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def build_strategy(name: str) -> Any:
+    """The strategy of a name that :func:`check_strategies` returned: a fallback name
+    (``policy:PATH(fallback=H)``) builds the heuristic ``H`` without touching the policy again."""
+    m = _FALLBACK.match(name)
+    return get(m.group("heuristic")) if m else get(name)
+
+
+def resolve_jobs(jobs: int) -> int:
+    """``--jobs``: a number of workers >= 1, or -1 for every core (joblib's habit).
+
+    :raises ConfigError: for 0 or another negative number.
+    """
+    jobs = int(jobs)
+    if jobs == -1:
+        return max(1, os.cpu_count() or 1)
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, or -1 for all cores (got {jobs})")
+    return jobs
+
+
+def check_size(n_datasets: int, n_strategies: int, seeds: "int | Sequence[int]") -> None:
+    """Refuse a run that cannot fit before anything is built (a cheap check on the numbers).
+
+    :raises ConfigError: naming :data:`MAX_SEEDS` or :data:`MAX_CELLS`.
+    """
+    n_seeds = int(seeds) if isinstance(seeds, (int, np.integer)) else len(seeds)
+    if n_seeds > MAX_SEEDS:
+        raise ConfigError(f"--seeds {n_seeds} is more than a run can hold (at most {MAX_SEEDS} seeds per dataset)")
+    cells = int(n_datasets) * int(n_strategies) * n_seeds
+    if cells > MAX_CELLS:
+        raise ConfigError(
+            f"{n_datasets} dataset(s) x {n_strategies} strategies x {n_seeds} seeds = {cells} cells, "
+            f"more than a run can hold (at most {MAX_CELLS}); run it in parts"
+        )
 
 
 def check_learner(learner: Any) -> None:
@@ -115,6 +181,7 @@ def _seed_list(seeds: "int | Sequence[int]") -> list[int]:
     if isinstance(seeds, (int, np.integer)):
         if seeds < 1:
             raise ConfigError(f"--seeds must be >= 1 (got {seeds})")
+        check_size(1, 1, seeds)
         return list(range(int(seeds)))
     out = [int(s) for s in seeds]
     if not out:
@@ -176,7 +243,7 @@ def run_cell(task: Any, strategy: str, budget: int, learner: Any = "logreg", bat
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):
-        strat = get(strategy)
+        strat = build_strategy(strategy)
         curve = simulate(task, strat, budget, learner=learner, batch_size=batch_size, seed=int(task.seed))
     curve.strategy = strategy  # the name as given (``policy:PATH`` keeps its path)
     curve.dataset = task.name
@@ -300,10 +367,13 @@ def run_cells(
         raise ConfigError(f"unknown backend {backend!r} (use {' or '.join(BACKENDS)})")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1 (got {batch_size})")
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1 (got {jobs})")
+    jobs = resolve_jobs(jobs)
+    if splits is None:  # the numbers first: a policy loads in a second, a billion seeds never fit
+        check_size(len(datasets), 1, seeds)
     names = check_strategies(strategies)
     check_learner(learner)
+    if splits is None:
+        check_size(len(datasets), len(names), seeds)
     dsets = load_datasets(datasets)
     tasks = prepare_tasks(dsets, seeds, budget, initial, splits)
     jobs_ = [

@@ -654,8 +654,9 @@ class ActiveLearner:
     def export(self, out: str | os.PathLike) -> dict[str, Path]:
         """Write the labeled data and the model to folder ``out``.
 
-        Files: ``labels.csv`` and ``labels.jsonl`` (id, label, class, time, and the text when the
-        dataset has text), ``model.joblib`` (the fitted :class:`~metaal.learners.Learner`),
+        Files: ``labels.csv`` and ``labels.jsonl`` (id, label, class, time in ISO 8601 (UTC), the
+        row of the source file (``source_row``) when the featurized file records it, and the text
+        when the dataset has text), ``model.joblib`` (the fitted :class:`~metaal.learners.Learner`),
         ``report.png`` (learning curve and class balance) and ``report.json`` (:meth:`progress`).
         """
         import joblib
@@ -665,9 +666,16 @@ class ActiveLearner:
         with self._lock:
             rows = self.store.labels()
             text = self.dataset.text if self.dataset is not None else None
+            extras = self.dataset.extras if self.dataset is not None else {}
+            source = extras.get("source_row") if extras else None
+            if source is not None and len(source) != len(self.X):
+                source = None
             records = []
             for seq, item, lab, t in rows:
-                r: dict[str, Any] = {"seq": seq, "id": item, "label": lab, "class": str(self.classes[lab]), "time": t}
+                r: dict[str, Any] = {"seq": seq, "id": item, "label": lab, "class": str(self.classes[lab]),
+                                     "time": _iso(t)}
+                if source is not None:
+                    r["source_row"] = int(source[item])
                 if text is not None:
                     r["text"] = str(text[item])
                 records.append(r)
@@ -678,7 +686,8 @@ class ActiveLearner:
                 "report_png": out / "report.png",
                 "report_json": out / "report.json",
             }
-            fields = ["seq", "id", "label", "class", "time"] + (["text"] if text is not None else [])
+            fields = ["seq", "id", "label", "class", "time"] + (["source_row"] if source is not None else [])
+            fields += ["text"] if text is not None else []
             with open(paths["csv"], "w", newline="", encoding="utf-8") as fh:
                 w = csv.DictWriter(fh, fieldnames=fields)
                 w.writeheader()
@@ -691,6 +700,13 @@ class ActiveLearner:
             paths["report_json"].write_text(json.dumps(prog, indent=2))
             _report_png(prog, paths["report_png"], title=str(self.meta.get("dataset", "")))
         return paths
+
+
+def _iso(t: float) -> str:
+    """A store time (seconds since the epoch) as ISO 8601 in UTC, to the millisecond."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(float(t), dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _report_png(prog: dict[str, Any], path: Path, title: str = "") -> None:
