@@ -364,7 +364,7 @@ def create_app(al: Any) -> Any:
     dataset_name = str(al.meta.get("dataset", ""))
 
     def state() -> dict[str, Any]:
-        items = al.query(1)
+        items = al.query_items(1)
         item = None
         if items:
             item = items[0].to_dict()

@@ -13,6 +13,12 @@ only the latest one is kept (table ``strategy_state``), with the state of the st
 still opens: the table is created empty and :meth:`Store.strategy_state` returns None; a store
 without the ``rng`` column (schema 2) gets it, empty.
 
+Table ``blobs`` holds named byte strings (:meth:`Store.put_blob`): the Python API
+(``ActiveLearner(X_pool=...)``) keeps the pool's features, the estimator and the strategy there so
+that ``ActiveLearner.load(path)`` needs nothing else; older stores get the table, empty. The class
+list of such a session may grow as labels arrive (:meth:`Store.extend_classes`): existing class
+indices never change, new names are appended.
+
 Labels are validated before anything is written: an unknown class, an id that is not in the pool or
 an id already labeled with a different label raise :class:`~metaal.errors.LabelError` and leave the
 database untouched. Labeling the same id with the same label again is a no-op. :meth:`Store.undo`
@@ -73,6 +79,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     blob BLOB,
     path TEXT
 );
+CREATE TABLE IF NOT EXISTS blobs (name TEXT PRIMARY KEY, data BLOB NOT NULL, time REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS strategy_state (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     query_id INTEGER NOT NULL,
@@ -207,15 +214,19 @@ class Store:
     def n_labels(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM labels WHERE undone_at IS NULL")[0][0])
 
-    def validate(self, items: Sequence[int], labels: Sequence[int]) -> list[tuple[int, int]]:
+    def validate(
+        self, items: Sequence[int], labels: Sequence[int], n_classes: int | None = None
+    ) -> list[tuple[int, int]]:
         """Check a batch of answers; returns the ``(item, label)`` pairs that are new (repeats of an
-        existing identical label are dropped).
+        existing identical label are dropped). ``n_classes`` checks against that many classes
+        instead of the session's (before :meth:`extend_classes`).
 
         :raises LabelError: unknown class, id not in the pool, an id twice in the batch with
             different labels, or an id already labeled differently.
         """
         self._require_session()
         assert self._pool is not None and self._n_classes is not None
+        n_cls = self._n_classes if n_classes is None else int(n_classes)
         items = [int(i) for i in np.atleast_1d(np.asarray(items, dtype=np.int64))]
         labels = [int(v) for v in np.atleast_1d(np.asarray(labels, dtype=np.int64))]
         if len(items) != len(labels):
@@ -223,8 +234,8 @@ class Store:
         current = self.label_of()
         batch: dict[int, int] = {}
         for i, lab in zip(items, labels):
-            if not 0 <= lab < self._n_classes:
-                raise LabelError(f"item {i}: unknown class index {lab} (classes are 0..{self._n_classes - 1})")
+            if not 0 <= lab < n_cls:
+                raise LabelError(f"item {i}: unknown class index {lab} (classes are 0..{n_cls - 1})")
             if i not in self._pool:
                 raise LabelError(f"item {i} is not in the pool of this session")
             if i in batch and batch[i] != lab:
@@ -341,6 +352,55 @@ class Store:
         if not rows or rows[0][0] is None:
             return None
         return json.loads(rows[0][0])
+
+    def extend_classes(self, names: Sequence[str], values: Sequence[Any] | None = None) -> None:
+        """Grow the session's class list to ``names`` (the current list must be its prefix, so
+        every stored label keeps its meaning); ``values`` (JSON values, one per name) are the
+        labels as the caller gave them (meta ``class_values``).
+
+        :raises ConfigError: when ``names`` does not extend the current classes.
+        """
+        self._require_session()
+        with self._lock:
+            old = [str(c) for c in self.meta["classes"]]
+            names = [str(c) for c in names]
+            if names[: len(old)] != old:
+                raise ConfigError(f"store {self.path}: classes {names} do not extend {old}")
+            rows = [("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", ("classes", json.dumps(names)))]
+            if values is not None:
+                rows.append(("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                             ("class_values", json.dumps(list(values)))))
+            self._write(rows)
+            self._n_classes = len(names)
+
+    def put_blob(self, name: str, data: bytes) -> None:
+        """Keep ``data`` under ``name`` (replacing an earlier one)."""
+        self._write([("INSERT OR REPLACE INTO blobs (name, data, time) VALUES (?, ?, ?)",
+                      (name, sqlite3.Binary(bytes(data)), time.time()))])
+
+    def get_blob(self, name: str) -> bytes | None:
+        """The bytes kept under ``name``, or None."""
+        rows = self._read("SELECT data FROM blobs WHERE name = ?", (name,))
+        return bytes(rows[0][0]) if rows else None
+
+    def backup(self, path: str | os.PathLike) -> Path:
+        """Write a consistent copy of the whole store to ``path`` (replaced if it exists; its
+        folder must exist) with SQLite's online backup; the store itself stays in use."""
+        dest = Path(path)
+        if str(self.path) != ":memory:" and dest.exists() and dest.resolve() == self.path.resolve():
+            return dest  # the store is that file already (every answer is written as it comes)
+        if not dest.parent.exists():
+            raise ConfigError(f"cannot save to {dest}: folder {dest.parent} does not exist")
+        for extra in (dest, dest.with_name(dest.name + "-wal"), dest.with_name(dest.name + "-shm")):
+            if extra.exists():
+                extra.unlink()
+        with self._lock:
+            out = sqlite3.connect(str(dest))
+            try:
+                self._db.backup(out)
+            finally:
+                out.close()
+        return dest
 
     def set_meta(self, key: str, value: Any) -> None:
         """Replace one meta value (e.g. a session's budget, extended on resume)."""

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
 import os
@@ -72,7 +73,7 @@ from metaal.learners import Learner, make_learner
 from metaal.loop.simulate import evaluate, label_step, new_state, strategy_rng
 from metaal.state import ALState, Task, standardize
 from metaal.store import Store
-from metaal.strategies import Strategy, get
+from metaal.strategies import FunctionStrategy, Strategy, get
 
 COLD_START_REASON = "random (cold start)"
 
@@ -168,8 +169,8 @@ class ActiveLearner:
 
     def __init__(
         self,
-        data: "Dataset | np.ndarray | str | os.PathLike",
-        strategy: "Strategy | str" = "margin",
+        data: "Dataset | np.ndarray | str | os.PathLike | None" = None,
+        strategy: "Strategy | str | Callable[[Any, np.ndarray], Any]" = "margin",
         learner: "str | Any" = "logreg",
         store: "Store | str | os.PathLike | None" = None,
         seed: int = 0,
@@ -178,8 +179,28 @@ class ActiveLearner:
         test_size: float = 0.3,
         checkpoint_every: int = 10,
         budget: int | None = None,
+        *,
+        estimator: Any = None,
+        X_pool: Any = None,
+        random_state: int | None = None,
     ) -> None:
         self._lock = threading.RLock()
+        #: True when built with ``X_pool=`` (modAL's habits: :meth:`query` returns pool indices)
+        self.api = X_pool is not None
+        if self.api and data is not None:
+            raise ConfigError("give data= (a dataset) or X_pool= (a feature matrix), not both")
+        if data is None and not self.api:
+            raise ConfigError("give data= (a dataset) or X_pool= (a feature matrix or a pandas DataFrame)")
+        if estimator is not None:
+            if not (isinstance(learner, str) and learner == "logreg"):
+                raise ConfigError("give estimator= or learner=, not both")
+            learner = estimator
+        if random_state is not None:
+            if int(seed) not in (0, int(random_state)):
+                raise ConfigError(f"random_state={random_state} and seed={seed} disagree: give one of them")
+            seed = int(random_state)
+        if callable(strategy) and not isinstance(strategy, (Strategy, str)):
+            strategy = FunctionStrategy(strategy)
         self.seed = int(seed)
         self.checkpoint_every = int(checkpoint_every)
         self.store = store if isinstance(store, Store) else Store(":memory:" if store is None else store)
@@ -193,7 +214,25 @@ class ActiveLearner:
         self.budget = None if budget is None else int(budget)
         source = None
         self.dataset: Dataset | RawData | None
-        if isinstance(data, np.ndarray):
+        #: True when the class list grows with the labels taught (``X_pool=`` without ``classes=``)
+        self.grow_classes = False
+        #: the classes as the caller gives them (the API's ``predict`` returns these)
+        self.class_values: list[Any] = []
+        if self.api:
+            X = as_features(X_pool, "X_pool")
+            self.dataset = None
+            y = None
+            test_size = 0.0
+            if learner is not None and not isinstance(learner, (str, Learner)):
+                learner = _seeded(learner, self.seed)
+            if classes is None:
+                self.grow_classes = True
+                self.class_values = [_plain(v) for v in stored.get("class_values", stored.get("classes", []))]
+                self.classes = np.asarray([str(c) for c in stored.get("classes", [])], dtype=str)
+            else:
+                self.class_values = [_plain(v) for v in classes]
+                self.classes = resolve_classes(None, [str(c) for c in self.class_values], "X_pool")
+        elif isinstance(data, np.ndarray):
             if classes is None or len(classes) < 2:
                 raise ConfigError("a bare feature matrix needs classes= (at least two class names)")
             X = np.asarray(data, dtype=np.float32)
@@ -214,6 +253,8 @@ class ActiveLearner:
             X = self.dataset.require_features()
             self.classes = resolve_classes(self.dataset.classes, classes, source or self.dataset.name)
             y = self.dataset.y
+        if not self.api:
+            self.class_values = [str(c) for c in self.classes]
         self.X = X
         n = X.shape[0]
         name = source or (self.dataset.name if self.dataset is not None else "array")
@@ -249,6 +290,7 @@ class ActiveLearner:
         self.pool_ids = np.asarray(self.task.pool_ids, dtype=np.int64)
         self._pos = {int(r): i for i, r in enumerate(self.pool_ids)}
         self.X_pool, self.X_test = self.task.X_pool, self.task.X_test
+        self._strategy_spec = strategy
         self.strategy = get(strategy) if isinstance(strategy, str) else strategy
         self.strategy_name = (
             strategy if isinstance(strategy, str) else getattr(strategy, "name", type(strategy).__name__)
@@ -270,6 +312,10 @@ class ActiveLearner:
             "test_size": float(test_size) if y is not None else 0.0,
             "split": "make_split" if self.initial_ids is not None else "none",
         }
+        if self.api:
+            meta["api"] = True
+            meta["class_values"] = list(self.class_values)
+            meta["grow_classes"] = self.grow_classes
         if self.resumed and self.initial_ids is not None and stored.get("split") != "make_split":
             raise ConfigError(
                 f"store {self.store.path} was written by an older metaal that drew its own split (a sorted "
@@ -282,6 +328,9 @@ class ActiveLearner:
             self.store.set_meta("budget", self.budget)
             self.meta = self.store.meta
         self._estimates: dict[bytes, dict[str, Any]] = {}
+        self._stats: tuple[np.ndarray, np.ndarray] | None = None
+        if self.api:
+            self._keep_for_load(X)
         self._rng = strategy_rng(self.seed)
         self._rebuild()
         self._restore_strategy_state()
@@ -324,8 +373,10 @@ class ActiveLearner:
     # -- state ------------------------------------------------------------------------------------
     def _cold_state(self) -> ALState:
         """The state during the cold start (labels added one answer at a time)."""
-        lrn = make_learner(self.learner_spec, len(self.classes), seed=self.seed)
-        return ALState(self.X_pool, len(self.classes), lrn, budget=self.budget, classes=self.classes)
+        n_cls = max(len(self.classes), 1)  # a growing class list may be empty before the first label
+        lrn = make_learner(self.learner_spec, n_cls, seed=self.seed)
+        names = self.classes if len(self.classes) else None
+        return ALState(self.X_pool, n_cls, lrn, budget=self.budget, classes=names)
 
     def _is_initial_set(self, labels: np.ndarray) -> bool:
         return len(labels) >= self.initial and len(np.unique(labels)) >= 2
@@ -426,13 +477,27 @@ class ActiveLearner:
             strategy=self.strategy_name,
             fallback=fallback,
             score=None if score is None else float(score),
-            guess=str(self.classes[g]),
+            guess=str(self.classes[g]) if g < len(self.classes) else "",
             guess_index=g,
             confidence=float(p[g]),
             query_id=int(query_id),
         )
 
-    def query(self, k: int = 1) -> list[QueryItem]:
+    def query(self, k: int = 1) -> "list[QueryItem] | np.ndarray":
+        """The next ``k`` items to label.
+
+        Built with ``X_pool=`` (modAL's habits), the pool indices (rows of ``X_pool``), best first,
+        as an ``np.ndarray`` of ints (:meth:`query_idx`); built with ``data=`` (``metaal label``),
+        :class:`QueryItem` objects (:meth:`query_items`). Both record the queries in the store.
+        """
+        return self.query_idx(k) if self.api else self.query_items(k)
+
+    def query_idx(self, n: int = 1) -> np.ndarray:
+        """:meth:`query_items`' ids only: rows of the data (of ``X_pool``), best first, ``(m,)``
+        ints with ``m <= n`` (see :meth:`query_items` for when fewer come back)."""
+        return np.asarray([it.id for it in self.query_items(n)], dtype=np.int64)
+
+    def query_items(self, k: int = 1) -> list[QueryItem]:
         """The next ``k`` items to label: unanswered earlier queries first, then new picks: the
         initial set's items during the cold start (random ones for unlabeled data), the
         strategy's afterwards. New picks are recorded in the store.
@@ -511,17 +576,23 @@ class ActiveLearner:
         strategy's part of the session (see the module's protocol).
 
         :param ids: item ids (dataset rows) as returned by :meth:`query`; one or a sequence.
-        :param labels: class indices or class names, one per id.
+        :param labels: class indices or class names, one per id. Built with ``X_pool=``: a label
+            equal to a class as given (``classes=`` or an earlier label) is that class, else a
+            class name (its ``str``), else (classes given up front) an integer is a class index;
+            without ``classes=`` a new label appends a class (see :meth:`label_indices`).
         :returns: the number of new labels (repeating an identical answer adds none).
         :raises LabelError: unknown class, id not in the pool, an id already labeled differently,
             or more new labels than the budget has left; nothing is stored or learned then.
         """
         ids_l = [int(i) for i in np.atleast_1d(np.asarray(ids)).tolist()]
-        labs_in = labels if isinstance(labels, (list, tuple, np.ndarray)) else [labels]
-        labs = [self.class_index(v) for v in labs_in]
+        labs_in = [labels] if np.ndim(labels) == 0 else list(labels)
+        labs, grown = self.label_indices(labs_in, grow=True)
         if len(ids_l) != len(labs):
             raise LabelError(f"{len(ids_l)} ids but {len(labs)} labels")
         with self._lock:
+            if grown is not None:  # new classes: check the answers first, then grow and rebuild
+                self.store.validate(ids_l, labs, n_classes=len(grown))  # raises before any change
+                self._extend_classes(grown)
             if self.budget is not None and not self.cold_start:
                 known = self.store.label_of()
                 n_new = len({i for i in ids_l if i not in known})
@@ -548,6 +619,63 @@ class ActiveLearner:
             else:  # the one labeling step of simulate and the environments
                 self._checkpoint(*label_step(self.state, pos, lab, self.X_test, self._held_out_y()))
             return len(new)
+
+    # -- labels as the caller gives them (the Python API) -------------------------------------------
+    def label_indices(self, labels: Sequence[Any], grow: bool = False) -> tuple[list[int], list[Any] | None]:
+        """Class indices of ``labels``, and the grown list of class values when new classes appear
+        (None if none do; the class names are their ``str``).
+
+        Built with ``data=``: :meth:`class_index` (an index or a class name). Built with
+        ``X_pool=``: a label equal to a class value (as given in ``classes=`` or first taught) is
+        that class; else a label whose ``str`` is a class name is that class; else, with classes
+        given up front, an integer is a class index. Without ``classes=`` (``grow=True``) any other
+        label appends a new class, in the order labels are first taught, so class indices never
+        change; with classes given up front it is an unknown class.
+
+        :raises LabelError: an unknown class (classes given up front, or ``grow=False``).
+        """
+        if not self.api:
+            return [self.class_index(v) for v in labels], None
+        values = list(self.class_values)
+        names = [str(c) for c in self.classes]
+        out: list[int] = []
+        for v in labels:
+            pv = _plain(v)
+            if isinstance(pv, (list, dict, tuple)) or pv is None:
+                raise LabelError(f"a label must be a class name or a number, got {v!r}")
+            j = next((i for i, cv in enumerate(values) if type(cv) is type(pv) and cv == pv), None)
+            if j is None and str(pv) in names:
+                j = names.index(str(pv))
+            if j is None and not self.grow_classes and isinstance(pv, int) and not isinstance(pv, bool):
+                if not 0 <= pv < len(names):
+                    raise LabelError(f"unknown class index {pv} (classes are 0..{len(names) - 1}: {', '.join(names)})")
+                j = pv
+            if j is None:
+                if not (grow and self.grow_classes):
+                    known = ", ".join(names) or "none yet"
+                    raise LabelError(f"unknown class {v!r} (classes: {known})")
+                values.append(pv)
+                names.append(str(pv))
+                j = len(names) - 1
+            out.append(j)
+        return out, (values if len(values) > len(self.classes) else None)
+
+    def _extend_classes(self, values: list[Any]) -> None:
+        """Grow the class list to ``values`` (stored first), then rebuild the state on it as a
+        resumed session would, keeping the strategy's state and generator (as :meth:`undo` does)."""
+        names = [str(v) for v in values]
+        self.store.extend_classes(names, values)
+        self.class_values = values
+        self.classes = np.asarray(names, dtype=str)
+        self.task.classes = self.classes
+        self.meta = self.store.meta
+        self._estimates = {}
+        kept, rng = self.strategy.get_state(), self._rng.bit_generator.state
+        was_cold = self.cold_start
+        self._rebuild()
+        if not self.cold_start and not was_cold:
+            self.strategy.set_state(kept)
+            self._rng.bit_generator.state = rng
 
     def _held_out_y(self) -> np.ndarray:
         return np.zeros(0, dtype=np.int64) if self.y_test is None else self.y_test
@@ -650,6 +778,143 @@ class ActiveLearner:
                 "estimate": self.estimate() if len(self.test_ids) == 0 else None,
             }
 
+    # -- the fitted model, modAL's habits ---------------------------------------------------------
+    @property
+    def estimator(self) -> Any:
+        """The scikit-learn estimator fitted on every label so far (unfitted while fewer than two
+        classes are labeled; :meth:`predict_proba` then gives the smoothed label frequencies)."""
+        return self.model.estimator
+
+    def _features(self, X: Any) -> np.ndarray:
+        """Rows ``X`` (array or DataFrame, raw features like the data's) standardized with the
+        pool's statistics, as the model saw the pool."""
+        A = as_features(X, "X").astype(np.float64)
+        d = self.X.shape[1]
+        if A.shape[1] != d:
+            raise DataError(f"X has {A.shape[1]} features; the pool has {d}")
+        if self._stats is None:
+            P = np.asarray(self.X, dtype=np.float64)[self.pool_ids]
+            sd = P.std(axis=0)
+            sd[sd < 1e-12] = 1.0
+            self._stats = (P.mean(axis=0), sd)
+        mu, sd = self._stats
+        return (A - mu) / sd
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities of rows ``X`` (raw features, an array or a DataFrame), ``(n, C)``,
+        columns in the order of :attr:`classes`."""
+        with self._lock:
+            return self.model.predict_proba(self._features(X))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The predicted class of each row of ``X``, as the classes were given (the values of
+        ``classes=`` or of the labels taught; class names for a session built with ``data=``)."""
+        with self._lock:
+            idx = self.model.predict(self._features(X))
+            vals = np.asarray(self.class_values if self.class_values else list(self.classes))
+            return vals[idx]
+
+    def score(self, X: Any, y: Sequence[Any]) -> float:
+        """Accuracy on rows ``X`` with labels ``y`` (class values, names or indices, as for
+        :meth:`teach`; a label of no known class counts as wrong)."""
+        y_l = [y] if np.ndim(y) == 0 else list(y)
+        with self._lock:
+            pred = self.model.predict(self._features(X))
+            if len(y_l) != len(pred):
+                raise DataError(f"X has {len(pred)} rows but y has {len(y_l)} labels")
+            truth = []
+            for v in y_l:
+                try:
+                    truth.append(self.label_indices([v])[0][0])
+                except LabelError:
+                    truth.append(-1)
+            return float(np.mean(pred == np.asarray(truth))) if len(truth) else float("nan")
+
+    def _keep_for_load(self, X: np.ndarray) -> None:
+        """Keep what :meth:`load` needs in the store: the features, the estimator and a strategy
+        that is not a name (when it pickles; else ``load`` asks for ``strategy=`` again)."""
+        import pickle
+
+        if self.store.get_blob("X_pool") is None:
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(X, dtype=np.float32), allow_pickle=False)
+            self.store.put_blob("X_pool", buf.getvalue())
+        if self.store.get_blob("estimator") is None:
+            self.store.put_blob("estimator", pickle.dumps(self.learner_spec))
+        if not isinstance(self._strategy_spec, str) and self.store.get_blob("strategy") is None:
+            try:
+                self.store.put_blob("strategy", pickle.dumps(self._strategy_spec))
+            except Exception as exc:  # a lambda, a closure, an open resource: load asks for it again
+                log.info("strategy %r cannot be pickled (%s): ActiveLearner.load needs strategy=",
+                         self.strategy_name, exc)
+
+    def save(self, path: "str | os.PathLike") -> Path:
+        """Write the whole session (labels, queries, strategy state, model checkpoints; with
+        ``X_pool=`` also the features, the estimator and the strategy) to the SQLite file
+        ``path`` (replaced if it exists); :meth:`load` resumes it. This object keeps its own
+        store. A session whose store is ``path`` is saved already (every answer is written)."""
+        with self._lock:
+            return self.store.backup(path)
+
+    @classmethod
+    def load(
+        cls,
+        path: "str | os.PathLike",
+        X_pool: Any = None,
+        estimator: Any = None,
+        strategy: Any = None,
+        **kwargs: Any,
+    ) -> "ActiveLearner":
+        """Resume a session from its store ``path`` (:meth:`save`, or any ``--store`` file).
+
+        A session built with ``X_pool=`` comes back with its features, estimator and strategy
+        from the store, and answers :meth:`query` with pool indices; ``X_pool=``, ``estimator=``
+        and ``strategy=`` replace them (the store checks they match). A strategy that could not be
+        pickled (a lambda) must be given again as ``strategy=``. A ``metaal label`` session
+        reloads its dataset by the name kept in the store. The session continues on ``path``.
+
+        :raises ConfigError: ``path`` is no metaal store, or the strategy must be given again.
+        """
+        import pickle
+
+        if not Path(path).is_file():
+            raise ConfigError(f"{path}: no such store file")
+        store = Store(path)
+        if store.is_new:
+            store.close()
+            raise ConfigError(f"{path} holds no metaal session")
+        m = store.meta
+        common = dict(store=store, seed=m.get("seed", 0), initial=m.get("initial"), budget=m.get("budget"))
+        common.update(kwargs)
+        if strategy is None:
+            blob = store.get_blob("strategy")
+            if blob is not None:
+                strategy = pickle.loads(blob)
+            elif str(m.get("strategy", "")).startswith("function:"):
+                store.close()
+                raise ConfigError(
+                    f"{path}: its strategy {m['strategy']!r} is a function that could not be saved "
+                    "(a lambda or a closure): give it again, ActiveLearner.load(path, strategy=f)"
+                )
+            else:
+                strategy = m["strategy"]
+        if not m.get("api"):
+            return cls(m["dataset"], strategy=strategy, learner=estimator or m["learner"],
+                       classes=m.get("classes"), test_size=m.get("test_size", 0.3), **common)
+        if X_pool is None:
+            blob = store.get_blob("X_pool")
+            if blob is None:
+                store.close()
+                raise ConfigError(f"{path} keeps no features: give them again, ActiveLearner.load(path, X_pool=X)")
+            X_pool = np.load(io.BytesIO(blob), allow_pickle=False)
+        if estimator is None:
+            blob = store.get_blob("estimator")
+            estimator = pickle.loads(blob) if blob is not None else m["learner"]
+        classes = None if m.get("grow_classes", True) else m.get("class_values", m["classes"])
+        if isinstance(estimator, str):
+            return cls(X_pool=X_pool, learner=estimator, strategy=strategy, classes=classes, **common)
+        return cls(X_pool=X_pool, estimator=estimator, strategy=strategy, classes=classes, **common)
+
     # -- export -----------------------------------------------------------------------------------
     def export(self, out: str | os.PathLike) -> dict[str, Path]:
         """Write the labeled data and the model to folder ``out``.
@@ -700,6 +965,51 @@ class ActiveLearner:
             paths["report_json"].write_text(json.dumps(prog, indent=2))
             _report_png(prog, paths["report_png"], title=str(self.meta.get("dataset", "")))
         return paths
+
+
+def as_features(X: Any, what: str = "X_pool") -> np.ndarray:
+    """A finite float32 matrix ``(n, d)`` from a numpy array or a pandas DataFrame (numeric or
+    boolean columns only).
+
+    :raises DataError: a non-numeric column (named), another shape, NaN or infinite values.
+    """
+    if hasattr(X, "columns") and hasattr(X, "dtypes"):  # a pandas DataFrame, without importing pandas
+        from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+        bad = [str(c) for c, dt in X.dtypes.items() if not (is_numeric_dtype(dt) or is_bool_dtype(dt))]
+        if bad:
+            more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+            raise DataError(
+                f"{what}: column(s) {', '.join(repr(c) for c in bad[:5])}{more} are not numeric; encode them "
+                "first (pandas.get_dummies, or text through metaal featurize)"
+            )
+        X = X.to_numpy(dtype=np.float64)
+    try:
+        A = np.asarray(X, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{what} must be numeric features (n, d): {exc}") from None
+    if A.ndim != 2 or A.shape[0] == 0 or not np.all(np.isfinite(A)):
+        raise DataError(f"{what} must be a finite, non-empty 2-D array (n, d), got shape {A.shape}")
+    return A
+
+
+def _plain(v: Any) -> Any:
+    """A numpy scalar as the Python value (JSON-able); anything else unchanged."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _seeded(estimator: Any, seed: int) -> Any:
+    """A clone of ``estimator`` with ``random_state=seed`` when it has that parameter unset
+    (None), so that a session and its resumed copy fit the same models; else the estimator."""
+    from sklearn.base import clone
+
+    try:
+        params = estimator.get_params(deep=False)
+    except AttributeError:
+        return estimator
+    if "random_state" in params and params["random_state"] is None:
+        return clone(estimator).set_params(random_state=seed)
+    return estimator
 
 
 def _iso(t: float) -> str:
@@ -759,7 +1069,7 @@ def run_oracle(
     if oracle.ndim != 1 or len(oracle) != learner.X.shape[0]:
         raise DataError(f"oracle labels must have shape ({learner.X.shape[0]},), got {oracle.shape}")
     while n is None or learner.n_labeled < n:
-        items = learner.query(1)
+        items = learner.query_items(1)
         if not items:
             break
         q = items[0]

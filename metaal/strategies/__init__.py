@@ -9,6 +9,10 @@ Registered heuristics: ``random``, ``least_confident``, ``margin``, ``entropy``
 (:mod:`~metaal.strategies.committee`); ``egl``, ``badge`` (:mod:`~metaal.strategies.gradient`);
 ``density``, ``coreset``, ``dbal`` (:mod:`~metaal.strategies.diversity`); ``albl``
 (:mod:`~metaal.strategies.bandit`).
+
+Users' strategies: ``module:Class`` and ``path.py:Class`` name a :class:`Strategy` subclass, and
+:class:`FunctionStrategy` wraps a plain function ``f(estimator, X_unlabeled) -> scores``
+(:mod:`~metaal.strategies.custom`; docs/strategies.md).
 """
 from metaal.strategies import (
     bandit,  # noqa: F401  (registers albl; imports the others first)
@@ -18,14 +22,17 @@ from metaal.strategies import (
     uncertainty,  # noqa: F401  (registers random, least_confident, margin, entropy)
 )
 from metaal.strategies.base import Strategy, check_k, get, names, parse_list, register, register_factory, top_k
+from metaal.strategies.custom import FunctionStrategy, load_strategy_class
 from metaal.strategies.uncertainty import entropy_score, least_confident_score, margin_score
 
 __all__ = [
+    "FunctionStrategy",
     "Strategy",
     "check_k",
     "entropy_score",
     "get",
     "least_confident_score",
+    "load_strategy_class",
     "margin_score",
     "names",
     "parse_list",

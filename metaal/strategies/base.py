@@ -145,19 +145,40 @@ def names() -> list[str]:
     return [n for n in _REGISTRY if not n.endswith(":")]
 
 
-def get(name: str, **kwargs: Any) -> Strategy:
-    """Instantiate a strategy by name (``"margin"``, ``"policy:default"``, ...).
+def _is_class_spec(name: str) -> bool:
+    """``module:Class`` or ``path.py:Class`` (a class name after the last colon)."""
+    where, _, cls_name = name.rpartition(":")
+    if not where or not cls_name.isidentifier():
+        return False
+    return where.endswith(".py") or all(part.isidentifier() for part in where.split("."))
 
-    :raises ConfigError: for an unknown name, listing the known ones.
+
+def get(name: str, **kwargs: Any) -> Strategy:
+    """Instantiate a strategy by name (``"margin"``, ``"policy:default"``, ...), or a user's
+    :class:`Strategy` subclass by ``module:Class`` (an importable module) or ``path.py:Class`` (a
+    Python file) when the part before the colon is no registered prefix (``policy``).
+
+    :raises ConfigError: for an unknown name, listing the known ones; for a ``module:Class`` that
+        cannot be imported or is not a :class:`Strategy` subclass.
     """
     if not isinstance(name, str) or not name:
         raise ConfigError(f"strategy name must be a non-empty string, got {name!r}")
     if ":" in name:
         prefix, arg = name.split(":", 1)
         factory = _REGISTRY.get(prefix + ":") or _plugin_factory(prefix)
+        if factory is None and _is_class_spec(name):
+            from metaal.strategies.custom import load_strategy_class
+
+            cls = load_strategy_class(name)
+            try:
+                return cls(**kwargs)
+            except TypeError as exc:
+                raise ConfigError(f"strategy {name!r} cannot be built without arguments ({exc})") from None
         if factory is None:
             known = ", ".join(f"{p}:ARG" for p in prefixes()) or "none installed"
-            raise ConfigError(f"unknown strategy prefix {prefix!r} in {name!r} (known: {known})")
+            raise ConfigError(
+                f"unknown strategy prefix {prefix!r} in {name!r} (known: {known}, module:Class, path.py:Class)"
+            )
         return factory(arg, **kwargs)
     if name not in _REGISTRY:
         raise ConfigError(f"unknown strategy {name!r} (known: {', '.join(sorted(names()))}, policy:PATH)")
