@@ -154,7 +154,7 @@ def test_module_and_file_strategies(tmp_path, monkeypatch, capsys):
     assert type(get("my_strats:FirstFeature")).__name__ == "FirstFeature"
     for spec, msg in [("my_strats:NotOne", "not a subclass of metaal.strategies.Strategy"),
                       ("my_strats:Missing", "has no 'Missing'"),
-                      ("no_such_module_xyz:Cls", "cannot import module"),
+                      ("no_such_module_xyz:Cls", "unknown strategy prefix 'no_such_module_xyz'.*no module"),
                       (f"{tmp_path / 'nope.py'}:Cls", "does not exist")]:
         with pytest.raises(ConfigError, match=msg):
             get(spec)

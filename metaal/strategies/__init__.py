@@ -21,8 +21,18 @@ from metaal.strategies import (
     gradient,  # noqa: F401  (registers egl, badge)
     uncertainty,  # noqa: F401  (registers random, least_confident, margin, entropy)
 )
-from metaal.strategies.base import Strategy, check_k, get, names, parse_list, register, register_factory, top_k
-from metaal.strategies.custom import FunctionStrategy, load_strategy_class
+from metaal.strategies.base import (
+    Strategy,
+    check_k,
+    get,
+    load_strategy_class,
+    names,
+    parse_list,
+    register,
+    register_factory,
+    top_k,
+)
+from metaal.strategies.custom import FunctionStrategy
 from metaal.strategies.uncertainty import entropy_score, least_confident_score, margin_score
 
 __all__ = [

@@ -1,7 +1,12 @@
 """The Strategy contract and the strategy registry."""
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.util
+import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
@@ -167,8 +172,6 @@ def get(name: str, **kwargs: Any) -> Strategy:
         prefix, arg = name.split(":", 1)
         factory = _REGISTRY.get(prefix + ":") or _plugin_factory(prefix)
         if factory is None and _is_class_spec(name):
-            from metaal.strategies.custom import load_strategy_class
-
             cls = load_strategy_class(name)
             try:
                 return cls(**kwargs)
@@ -199,3 +202,67 @@ def parse_list(spec: str) -> list[str]:
         if ":" not in n and n not in _REGISTRY:
             raise ConfigError(f"unknown strategy {n!r} (known: {', '.join(sorted(names()))}, policy:PATH)")
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# users' strategies: module:Class and path.py:Class
+
+
+def _module_from_file(path: Path) -> Any:
+    """Import a ``.py`` file as a module (once per resolved path; kept in ``sys.modules`` under a
+    name derived from the path, so its classes pickle within the process)."""
+    key = "metaal_user_strategy_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
+    if key in sys.modules:
+        return sys.modules[key]
+    spec = importlib.util.spec_from_file_location(key, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot import strategy file {path}")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[key] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except Exception as exc:  # the user's file: any error becomes one line
+        del sys.modules[key]
+        raise ConfigError(f"strategy file {path} failed to import: {type(exc).__name__}: {exc}") from None
+    return mod
+
+
+def load_strategy_class(spec: str) -> type[Strategy]:
+    """The :class:`Strategy` subclass named by ``module:Class`` (an importable module) or
+    ``path.py:Class`` (a Python file, relative to the working directory or absolute).
+
+    :raises ConfigError: the module or file cannot be imported, has no such attribute, or the
+        attribute is not a :class:`Strategy` subclass.
+    """
+    where, _, cls_name = spec.rpartition(":")
+    if not where or not cls_name.isidentifier():
+        raise ConfigError(f"strategy {spec!r}: expected module:Class or path.py:Class")
+    if where.endswith(".py"):
+        path = Path(where).expanduser().resolve()
+        if not path.is_file():
+            raise ConfigError(f"strategy {spec!r}: file {where} does not exist")
+        mod = _module_from_file(path)
+    else:
+        try:
+            mod = importlib.import_module(where)
+        except ImportError as exc:
+            if isinstance(exc, ModuleNotFoundError) and exc.name == where.split(".")[0]:
+                known = ", ".join(f"{p}:ARG" for p in prefixes()) or "none installed"
+                raise ConfigError(
+                    f"unknown strategy prefix {where!r} in {spec!r} (known: {known}), and no module {where!r} "
+                    "to load a module:Class from (a file: path.py:Class)"
+                ) from None
+            raise ConfigError(f"strategy {spec!r}: cannot import module {where!r} ({exc})") from None
+        except Exception as exc:
+            raise ConfigError(
+                f"strategy {spec!r}: module {where!r} failed to import: {type(exc).__name__}: {exc}"
+            ) from None
+    cls = getattr(mod, cls_name, None)
+    if cls is None:
+        raise ConfigError(f"strategy {spec!r}: {where} has no {cls_name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise ConfigError(
+            f"strategy {spec!r}: {cls_name} is not a subclass of metaal.strategies.Strategy "
+            "(write a class with a score(state) method; see docs/strategies.md)"
+        )
+    return cls
