@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from metaal import scores
 from metaal.agents.policy_file import load_model, resolve_policy_path
 from metaal.errors import ConfigError, PolicyError
-from metaal.observe import Observer, margins
+from metaal.observe import Observer
 from metaal.state import ALState
 from metaal.strategies import Strategy, check_k, get
 
@@ -127,7 +128,7 @@ class LearnedStrategy(Strategy):
         chosen = idx[order[:k]]
         if len(chosen) < k:  # more queries than candidates offered: continue in margin's order
             rest = np.setdiff1d(unl, chosen)
-            rest = rest[np.argsort(margins(state.proba[rest]), kind="stable")]
+            rest = rest[np.argsort(scores.margin(state.proba[rest]), kind="stable")]
             chosen = np.concatenate([chosen, rest[: k - len(chosen)]])
         return np.asarray(chosen, dtype=np.int64)
 

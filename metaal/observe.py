@@ -167,17 +167,6 @@ class BatchObservation:
         }
 
 
-def margins(proba: np.ndarray) -> np.ndarray:
-    """``p_1 - p_2`` per row (:func:`metaal.scores.margin`)."""
-    return scores.margin(proba)
-
-
-def pool_density(state: ALState) -> np.ndarray:
-    """Observation density of every pool item of ``state``, ``(n_pool,)``
-    (:meth:`metaal.geometry.PoolGeometry.knn_density`)."""
-    return state.geometry.knn_density()
-
-
 def sorted_quantiles(a: np.ndarray, qs: Sequence[float]) -> np.ndarray:
     """``np.quantile(a, qs, axis=1).T`` (method "linear") of rows ``a`` ``(N, m)`` that are already
     sorted, ``(N, len(qs))``: numpy's virtual index and interpolation formulas, without its
@@ -269,7 +258,7 @@ class Observer:
     def global_features(state: ALState) -> np.ndarray:
         """The global features ``(G,)`` of one state (no candidates drawn)."""
         unl = state.unlabeled_idx
-        marg_unl = np.sort(margins(state.proba[unl]))[None, :]
+        marg_unl = np.sort(scores.margin(state.proba[unl]))[None, :]
         prev = None if state.prev_pred is None else state.prev_pred[None, :]
         return global_batch(
             state.proba[None],

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from metaal import scores
 from metaal.data import make_split
 from metaal.loop import new_state
-from metaal.observe import CANDIDATE_FEATURES, GLOBAL_FEATURES, Observer, margins
+from metaal.observe import CANDIDATE_FEATURES, GLOBAL_FEATURES, Observer
 from metaal.state import Task
 
 
@@ -20,7 +21,7 @@ def test_shapes_ranges_and_margin_first(shared):
         assert obs.mask.all() and len(set(obs.indices)) == 32
         assert not s.labeled_mask[obs.indices].any()
         unl = s.unlabeled_idx
-        assert obs.indices[0] == unl[np.argmin(margins(s.proba[unl]))]  # margin's best first
+        assert obs.indices[0] == unl[np.argmin(scores.margin(s.proba[unl]))]  # margin's best first
         c = obs.candidates
         assert (c[:, :3] >= 0).all() and (c[:, :3] <= 1 + 1e-6).all()
         assert (c[:, 4] >= 0).all() and (c[:, 4] <= 1).all() and c[0, 4] == 0
@@ -95,7 +96,7 @@ def test_large_pool_observation_is_cheap_and_the_same_as_read_whole(monkeypatch)
         np.testing.assert_array_equal(a.indices, b.indices)
         np.testing.assert_array_equal(a.candidates, b.candidates)
         unl = s.unlabeled_idx
-        assert a.indices[0] == unl[np.argmin(margins(s.proba[unl]))]  # margin's best first, still
+        assert a.indices[0] == unl[np.argmin(scores.margin(s.proba[unl]))]  # margin's best first, still
         assert not s.labeled_mask[a.indices].any() and len(set(a.indices)) == 32
         assert (a.candidates[:, 9].sum() >= 1) and (a.candidates[:, 11].sum() >= 1)  # density and random picks
         known = np.isfinite(s.geometry.known_density()).sum()
