@@ -155,3 +155,83 @@ def test_compare_refuses_a_bad_stop_setting(tmp_path, capsys) -> None:
                  "--out", str(tmp_path / "x")])
     assert code == 2 and "window" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+# -- the labeling session and the Python API ------------------------------------------------------
+
+
+def _session(store, budget: int = 40):
+    from metaal.loop.session import ActiveLearner
+
+    return ActiveLearner(load_dataset("sklearn:wine"), "margin", store=store, seed=0, initial=6, budget=budget)
+
+
+def test_session_reports_the_stop_of_compare_and_resumes_it(tmp_path, wine_task: Task) -> None:
+    from metaal.loop.session import run_oracle
+
+    wine = load_dataset("sklearn:wine")
+    path = tmp_path / "s.sqlite"
+    al = _session(path)
+    assert al.progress()["stopping"] == {**al.stopping.to_dict(), "stable": False, "kappa": []}
+    prog = run_oracle(al, wine.y)
+    stop = prog["stopping"]
+    sim = simulate(wine_task, "margin", 40, seed=0)
+    # the session with an oracle is compare's run: the same kappas, the same stop
+    assert stop["stable"] is True and al.stabilized
+    assert stop["labels_at_stop"] == sim.stop_labels
+    assert stop["kappa"] == sim.stop_kappa and stop["n_labels"] == [int(n) for n in sim.n_labeled[1:]]
+    assert stop["window"] == 3 and stop["threshold"] == 0.99
+    al.store.close()
+
+    again = _session(path)  # resume: the same stop state
+    assert again.progress()["stopping"] == stop and again.stabilized
+    # a crash between the answer and the kappa's write: the replay recomputes the last kappa
+    again.store.set_meta("stop_kappa", [list(e) for e in again._stop_entries[:-1]])
+    again.store.close()
+    third = _session(path)
+    assert third.progress()["stopping"] == stop
+    # undo drops the kappa of the label it removes; the same answer again restores it
+    item, name = third.undo()
+    assert third.progress()["stopping"]["kappa"] == stop["kappa"][:-1]
+    third.teach([item], [name])
+    assert third.progress()["stopping"] == stop
+    third.store.close()
+
+
+def test_session_rule_settings_and_an_undo_into_the_cold_start(tmp_path) -> None:
+    from metaal.loop.session import ActiveLearner, run_oracle
+
+    wine = load_dataset("sklearn:wine")
+    strict = ActiveLearner(wine, "margin", seed=0, initial=6, budget=40, stop_window=40, stop_threshold=1.0)
+    prog = run_oracle(strict, wine.y)
+    assert not strict.stabilized and prog["stopping"]["labels_at_stop"] is None
+    assert len(prog["stopping"]["kappa"]) == 40 and prog["stopping"]["window"] == 40
+    with pytest.raises(ConfigError):
+        ActiveLearner(wine, "margin", seed=0, initial=6, stop_window=0)
+    al = ActiveLearner(wine, "margin", seed=0, initial=6)
+    run_oracle(al, wine.y, n=9)
+    assert len(al.progress()["stopping"]["kappa"]) == 3
+    for _ in range(4):
+        al.undo()
+    assert al.cold_start and al.progress()["stopping"]["kappa"] == []
+    assert al.store.meta["stop_kappa"] == []
+
+
+def test_python_api_exposes_stabilized() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from metaal import ActiveLearner
+
+    wine = load_dataset("sklearn:wine")
+    learner = ActiveLearner(estimator=LogisticRegression(max_iter=1000), X_pool=wine.X, random_state=0)
+    assert learner.stabilized is False
+    names = np.asarray(wine.classes)[wine.y]
+    for _ in range(60):
+        idx = learner.query(1)
+        learner.teach(idx, names[idx])
+        if learner.stabilized:
+            break
+    assert learner.stabilized
+    stop = learner.progress()["stopping"]
+    assert 6 <= stop["labels_at_stop"] <= learner.n_labeled <= 61
+    assert np.mean(stop["kappa"][-3:]) >= 0.99
