@@ -64,7 +64,8 @@ def test_compare_writes_every_file_with_the_exact_columns(wine_run: dict) -> Non
 
     scols, srows = _read_csv(out / "summary.csv")
     assert scols == SUMMARY_COLUMNS == [
-        "dataset", "strategy", "aulc_mean", "aulc_std", "final_accuracy", "mean_rank", "query_seconds"
+        "dataset", "strategy", "aulc_mean", "aulc_std", "final_accuracy", "stop_labels_mean",
+        "stop_accuracy_mean", "stop_fired", "mean_rank", "query_seconds"
     ]
     assert [r["strategy"] for r in srows] == ["random", "margin"]
     for r in srows:

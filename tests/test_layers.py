@@ -5,7 +5,7 @@ Stable-Baselines3, and the imports among metaal's modules form no cycle.
 
 Layers, lowest first (a module may import its own layer and the ones below)::
 
-    errors -> dataset, data, synthetic, featurize, store -> learners, torch_learners -> scores
+    errors -> dataset, data, synthetic, featurize, store -> learners, torch_learners -> scores, geometry, stopping
     -> state -> observe -> strategies -> loop -> envs -> agents -> experiments, configs
     -> cli, label_cli, featurize_cli
 """
@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("metaal", "metaal.errors"),
     ("metaal.dataset", "metaal.data", "metaal.synthetic", "metaal.featurize", "metaal.store"),
     ("metaal.learners", "metaal.torch_learners"),
-    ("metaal.scores", "metaal.geometry"),
+    ("metaal.scores", "metaal.geometry", "metaal.stopping"),
     ("metaal.state",),
     ("metaal.observe",),
     ("metaal.strategies",),

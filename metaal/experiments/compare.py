@@ -4,7 +4,8 @@
 
     metaal compare --data PATH.npz|NAME [PATH ...] --strategies random,margin,policy:default \\
         [--splits SPLITS.json] [--budget 100] [--initial 10] [--seeds 5] [--learner logreg] \\
-        [--batch-size 1] [--jobs 2] [--backend joblib|ray] --out DIR
+        [--batch-size 1] [--jobs 2] [--backend joblib|ray] [--stop-window 3] [--stop-threshold 0.99] \\
+        --out DIR
 
 Writes ``DIR/curves.csv``, ``DIR/summary.csv``, ``DIR/summary.json``, ``DIR/tb/<strategy>/`` and
 ``DIR/curves.png`` (see :mod:`metaal.experiments.report`), then prints a summary table. Every input
@@ -30,6 +31,7 @@ from metaal.experiments.runner import (
     resolve_jobs,
     run_cells,
 )
+from metaal.stopping import DEFAULT_THRESHOLD, DEFAULT_WINDOW, StabilizingPredictions
 from metaal.strategies import parse_list
 
 
@@ -63,6 +65,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1, help="labels per query step (1)")
     p.add_argument("--jobs", type=int, default=2, help="parallel workers, -1 for all cores (2)")
     p.add_argument("--backend", default="joblib", help="joblib (processes on this machine) or ray (joblib)")
+    p.add_argument("--stop-window", type=int, default=DEFAULT_WINDOW,
+                   help="stopping rule (stabilizing predictions): refits whose mean kappa is compared with "
+                        f"--stop-threshold ({DEFAULT_WINDOW})")
+    p.add_argument("--stop-threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help="stopping rule: the mean Cohen's kappa between successive models on the stop set at "
+                        f"which it fires; summary.csv records the labels and accuracy there ({DEFAULT_THRESHOLD})")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-plot", action="store_true", help="skip curves.png")
@@ -80,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         if val < low:
             raise ConfigError(f"{opt} must be >= {low} (got {val})")
     args.jobs = resolve_jobs(args.jobs)
+    StabilizingPredictions(args.stop_window, args.stop_threshold)  # a bad window or threshold: one line
     if args.seeds is not None and args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1 (got {args.seeds})")
     if args.seeds is not None:
@@ -110,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         datasets, strategies, seeds=seeds, budget=args.budget, initial=args.initial,
         learner=args.learner, batch_size=args.batch_size, jobs=args.jobs, backend=args.backend,
         splits=splits, progress=not args.no_progress,
+        stop_window=args.stop_window, stop_threshold=args.stop_threshold,
     )
     arguments = {k: v for k, v in vars(args).items() if k != "func"}
     arguments["strategies"] = strategies

@@ -42,23 +42,42 @@ def write_curves_csv(curves: Sequence[Curve], path: str | Path) -> Path:
     return path
 
 
+def _cell(v: Any) -> str:
+    """A summary cell: strings as they are, counts as integers, numbers with ``repr`` (``nan``
+    where a mean has no value, e.g. the stopping rule fired on no seed)."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return str(int(v))
+    return repr(float(v))
+
+
+def _json_value(v: Any) -> Any:
+    """JSON has no NaN: a mean without a value is null."""
+    if isinstance(v, (float, np.floating)) and not np.isfinite(v):
+        return None
+    return v
+
+
 def write_summary(
     rows: Sequence[dict[str, Any]], csv_path: str | Path, json_path: str | Path | None = None,
     arguments: dict[str, Any] | None = None,
 ) -> Path:
     """Write the summary rows to CSV (:data:`SUMMARY_COLUMNS`) and, if asked, to JSON with the
-    run's arguments: ``{"arguments": {...}, "columns": [...], "rows": [...]}``."""
+    run's arguments: ``{"arguments": {...}, "columns": [...], "rows": [...]}``. A mean with no
+    value (``stop_labels_mean`` when the stopping rule fired on no seed) is ``nan`` in the CSV and
+    null in the JSON."""
     csv_path = Path(csv_path)
     with open(csv_path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(SUMMARY_COLUMNS)
         for r in rows:
-            w.writerow([r[k] if isinstance(r[k], str) else repr(float(r[k])) for k in SUMMARY_COLUMNS])
+            w.writerow([_cell(r[k]) for k in SUMMARY_COLUMNS])
     if json_path is not None:
         doc = {
             "arguments": arguments or {},
             "columns": SUMMARY_COLUMNS,
-            "rows": [{k: r[k] for k in SUMMARY_COLUMNS} | {"n_seeds": r.get("n_seeds")} for r in rows],
+            "rows": [{k: _json_value(r[k]) for k in SUMMARY_COLUMNS} | {"n_seeds": r.get("n_seeds")} for r in rows],
         }
         Path(json_path).write_text(json.dumps(doc, indent=2, default=str) + "\n")
     return csv_path
@@ -146,16 +165,26 @@ def plot_curves(curves: Sequence[Curve], path: str | Path, metric: str = "accura
     return path
 
 
+def _stop_cell(r: dict[str, Any]) -> str:
+    fired, n = int(r.get("stop_fired", 0)), r.get("n_seeds")
+    if not fired:
+        return "-"
+    of = f" {fired}/{n}" if n is not None and fired != n else ""
+    return f"{r['stop_labels_mean']:.1f} ({r['stop_accuracy_mean']:.4f}){of}"
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """A plain-text table of the summary rows (dataset, strategy, AULC mean +- std, final
-    accuracy, mean rank, ms per query)."""
-    head = ["dataset", "strategy", "AULC", "final acc", "mean rank", "ms/query"]
+    accuracy, the stopping rule's mean labels and accuracy at its stop with the seeds where it
+    fired, mean rank, ms per query)."""
+    head = ["dataset", "strategy", "AULC", "final acc", "stop at (acc)", "mean rank", "ms/query"]
     body = [
         [
             str(r["dataset"]),
             str(r["strategy"]),
             f"{r['aulc_mean']:.4f} +- {r['aulc_std']:.4f}",
             f"{r['final_accuracy']:.4f}",
+            _stop_cell(r),
             f"{r['mean_rank']:.2f}",
             f"{1000 * r['query_seconds']:.2f}",
         ]

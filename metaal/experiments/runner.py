@@ -30,6 +30,7 @@ from metaal.errors import ConfigError, MetaalError
 from metaal.learners import LEARNERS
 from metaal.loop.simulate import Curve, simulate
 from metaal.state import Task
+from metaal.stopping import DEFAULT_THRESHOLD, DEFAULT_WINDOW, StabilizingPredictions
 from metaal.strategies import get, parse_list
 
 BACKENDS = ("joblib", "ray")
@@ -40,6 +41,9 @@ SUMMARY_COLUMNS = [
     "aulc_mean",
     "aulc_std",
     "final_accuracy",
+    "stop_labels_mean",
+    "stop_accuracy_mean",
+    "stop_fired",
     "mean_rank",
     "query_seconds",
 ]
@@ -235,8 +239,12 @@ def prepare_tasks(
 # one cell
 
 
-def run_cell(task: Any, strategy: str, budget: int, learner: Any = "logreg", batch_size: int = 1) -> Curve:
-    """Simulate ``strategy`` (a registry name, built here) on ``task`` with ``budget`` labels.
+def run_cell(
+    task: Any, strategy: str, budget: int, learner: Any = "logreg", batch_size: int = 1,
+    stop: tuple[int, float] = (DEFAULT_WINDOW, DEFAULT_THRESHOLD),
+) -> Curve:
+    """Simulate ``strategy`` (a registry name, built here) on ``task`` with ``budget`` labels;
+    ``stop`` is the stopping rule's ``(window, threshold)``.
 
     BLAS runs single-threaded so the curve does not depend on how many cells share the machine.
     """
@@ -244,7 +252,10 @@ def run_cell(task: Any, strategy: str, budget: int, learner: Any = "logreg", bat
 
     with threadpool_limits(limits=1):
         strat = build_strategy(strategy)
-        curve = simulate(task, strat, budget, learner=learner, batch_size=batch_size, seed=int(task.seed))
+        curve = simulate(
+            task, strat, budget, learner=learner, batch_size=batch_size, seed=int(task.seed),
+            stop_window=int(stop[0]), stop_threshold=float(stop[1]),
+        )
     curve.strategy = strategy  # the name as given (``policy:PATH`` keeps its path)
     curve.dataset = task.name
     return curve
@@ -261,20 +272,21 @@ def _progress(total: int, enabled: bool) -> Any:
 
 
 def _run_local(
-    jobs_: list[CellJob], tasks: dict, budget: int, learner: Any, batch_size: int, jobs: int, progress: bool
+    jobs_: list[CellJob], tasks: dict, budget: int, learner: Any, batch_size: int, jobs: int, progress: bool,
+    stop: tuple[int, float] = (DEFAULT_WINDOW, DEFAULT_THRESHOLD),
 ) -> list[Curve]:
     out: list[Curve] = []
     with _progress(len(jobs_), progress) as bar:
         if jobs <= 1:
             for j in jobs_:
-                out.append(run_cell(tasks[j.task_key], j.strategy_name, budget, learner, batch_size))
+                out.append(run_cell(tasks[j.task_key], j.strategy_name, budget, learner, batch_size, stop))
                 bar.update(1)
         else:
             from joblib import Parallel, delayed
 
             par = Parallel(n_jobs=jobs, backend="loky", return_as="generator")
             gen = par(
-                delayed(run_cell)(tasks[j.task_key], j.strategy_name, budget, learner, batch_size) for j in jobs_
+                delayed(run_cell)(tasks[j.task_key], j.strategy_name, budget, learner, batch_size, stop) for j in jobs_
             )
             for curve in gen:
                 out.append(curve)
@@ -283,7 +295,8 @@ def _run_local(
 
 
 def _run_ray(
-    jobs_: list[CellJob], tasks: dict, budget: int, learner: Any, batch_size: int, jobs: int, progress: bool
+    jobs_: list[CellJob], tasks: dict, budget: int, learner: Any, batch_size: int, jobs: int, progress: bool,
+    stop: tuple[int, float] = (DEFAULT_WINDOW, DEFAULT_THRESHOLD),
 ) -> list[Curve]:
     try:
         import ray
@@ -304,7 +317,7 @@ def _run_ray(
         remote = ray.remote(num_cpus=1, max_retries=0)(run_cell)
         refs_of_task = {key: ray.put(task) for key, task in tasks.items()}
         refs = [
-            remote.remote(refs_of_task[j.task_key], j.strategy_name, budget, learner, batch_size) for j in jobs_
+            remote.remote(refs_of_task[j.task_key], j.strategy_name, budget, learner, batch_size, stop) for j in jobs_
         ]
         position = {ref: i for i, ref in enumerate(refs)}
         results: list[Curve | None] = [None] * len(refs)
@@ -343,6 +356,8 @@ def run_cells(
     backend: str = "joblib",
     splits: Sequence[Split] | None = None,
     progress: bool = False,
+    stop_window: int = DEFAULT_WINDOW,
+    stop_threshold: float = DEFAULT_THRESHOLD,
 ) -> list[Curve]:
     """Run every cell dataset x strategy x seed and return the learning curves.
 
@@ -359,6 +374,9 @@ def run_cells(
         ``RAY_ADDRESS``).
     :param splits: explicit splits for a single dataset (see :func:`metaal.data.load_splits`).
     :param progress: show a progress bar (stderr).
+    :param stop_window: window of the stopping rule recorded on every curve
+        (:class:`~metaal.stopping.StabilizingPredictions`; ``Curve.stop_labels``).
+    :param stop_threshold: its threshold on the mean kappa.
     :returns: one :class:`~metaal.loop.Curve` per cell, sorted by (dataset, strategy, seed) in
         the given order; identical whatever ``jobs`` and ``backend`` are.
     :raises MetaalError: for any invalid input, before any cell runs.
@@ -368,6 +386,7 @@ def run_cells(
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1 (got {batch_size})")
     jobs = resolve_jobs(jobs)
+    StabilizingPredictions(stop_window, stop_threshold)  # raises ConfigError for a bad window/threshold
     if splits is None:  # the numbers first: a policy loads in a second, a billion seeds never fit
         check_size(len(datasets), 1, seeds)
     names = check_strategies(strategies)
@@ -383,7 +402,8 @@ def run_cells(
     ]
     jobs_.sort(key=lambda j: j.sort_key)
     runner: Callable[..., list[Curve]] = _run_ray if backend == "ray" else _run_local
-    curves = runner(jobs_, tasks, budget, learner, batch_size, jobs, progress)
+    stop = (int(stop_window), float(stop_threshold))
+    curves = runner(jobs_, tasks, budget, learner, batch_size, jobs, progress, stop)
     # the backends keep submission order; sort again so the contract does not depend on that
     ds_pos = {ds.name: d for d, ds in enumerate(dsets)}
     st_pos = {name: s for s, name in enumerate(names)}
@@ -423,7 +443,9 @@ def rank_table(curves: Sequence[Curve]) -> dict[tuple[str, str], list[float]]:
 def summarize(curves: Sequence[Curve]) -> list[dict[str, Any]]:
     """One row per (dataset, strategy), in the order of first appearance, with
     :data:`SUMMARY_COLUMNS`: mean and standard deviation (over seeds, ``ddof=0``) of the AULC,
-    mean final accuracy, mean rank by AULC among strategies on each dataset/seed (1 = best, ties
+    mean final accuracy (at the budget), the stopping rule's mean labels and mean accuracy at its
+    stop over the seeds where it fired (nan where it fired on none) and on how many seeds it fired
+    (``stop_fired``), mean rank by AULC among strategies on each dataset/seed (1 = best, ties
     averaged) and mean seconds per query."""
     ranks = rank_table(curves)
     rows = []
@@ -431,6 +453,7 @@ def summarize(curves: Sequence[Curve]) -> list[dict[str, Any]]:
         for st in _ordered_unique(c.strategy for c in curves if c.dataset == ds):
             cs = [c for c in curves if c.dataset == ds and c.strategy == st]
             aulc = np.array([c.aulc for c in cs])
+            fired = [c for c in cs if c.stop_labels is not None]
             rows.append(
                 {
                     "dataset": ds,
@@ -438,6 +461,9 @@ def summarize(curves: Sequence[Curve]) -> list[dict[str, Any]]:
                     "aulc_mean": float(aulc.mean()),
                     "aulc_std": float(aulc.std()),
                     "final_accuracy": float(np.mean([c.final_accuracy for c in cs])),
+                    "stop_labels_mean": float(np.mean([c.stop_labels for c in fired])) if fired else float("nan"),
+                    "stop_accuracy_mean": float(np.mean([c.stop_accuracy for c in fired])) if fired else float("nan"),
+                    "stop_fired": len(fired),
                     "mean_rank": float(np.mean(ranks[(ds, st)])),
                     "query_seconds": float(np.mean([c.seconds_per_query for c in cs])),
                     "n_seeds": len(cs),

@@ -48,6 +48,15 @@ Protocol:
   an uninterrupted one would have asked. A store written before strategy states were saved resumes
   with a fresh strategy state and a logged warning. :meth:`ActiveLearner.undo` keeps the strategy
   state and the generator.
+* **Stopping rule.** After the initial set, every answer's refit adds Cohen's kappa between the
+  predictions of the new and the previous model on the session's stop set
+  (:func:`~metaal.stopping.draw_stop_set` ``(n_pool, seed)``, the stop set ``metaal compare``
+  draws for the same pool and seed) to :class:`~metaal.stopping.StabilizingPredictions`;
+  :meth:`ActiveLearner.progress` ``["stopping"]`` and :attr:`ActiveLearner.stabilized` report it.
+  The kappas are kept in the store (meta ``stop_kappa``: ``[[labels, kappa], ...]``), so a resumed
+  session reports the same stop; the last one, if a crash lost it, is recomputed from the replay
+  (which restores the previous model's predictions). An undo drops the kappas of the labels it
+  removes; an undo back into the cold start drops them all.
 """
 
 from __future__ import annotations
@@ -72,6 +81,7 @@ from metaal.featurize import RawData, load_npz_any
 from metaal.learners import Learner, make_learner
 from metaal.loop.simulate import evaluate, label_step, new_state, strategy_rng
 from metaal.state import ALState, Task, standardize
+from metaal.stopping import DEFAULT_THRESHOLD, DEFAULT_WINDOW, StabilizingPredictions, draw_stop_set, prediction_kappa
 from metaal.store import Store
 from metaal.strategies import FunctionStrategy, Strategy, get
 
@@ -165,6 +175,8 @@ class ActiveLearner:
     :param budget: labels to ask after the initial set; the session stops there. None: the
         store's budget (an open-ended session for a new store); a different number on resume
         replaces the store's.
+    :param stop_window: window of the stopping rule (:class:`~metaal.stopping.StabilizingPredictions`).
+    :param stop_threshold: its threshold on the mean kappa (the rule only reports; asking goes on).
     """
 
     def __init__(
@@ -183,8 +195,12 @@ class ActiveLearner:
         estimator: Any = None,
         X_pool: Any = None,
         random_state: int | None = None,
+        stop_window: int = DEFAULT_WINDOW,
+        stop_threshold: float = DEFAULT_THRESHOLD,
     ) -> None:
         self._lock = threading.RLock()
+        StabilizingPredictions(stop_window, stop_threshold)  # a bad window or threshold raises here
+        self.stop_window, self.stop_threshold = int(stop_window), float(stop_threshold)
         #: True when built with ``X_pool=`` (modAL's habits: :meth:`query` returns pool indices)
         self.api = X_pool is not None
         if self.api and data is not None:
@@ -332,6 +348,8 @@ class ActiveLearner:
         if self.api:
             self._keep_for_load(X)
         self._rng = strategy_rng(self.seed)
+        self._stop_set = draw_stop_set(self.task.n_pool, self.seed)
+        self._stop_entries: list[list[float]] = [list(e) for e in stored.get("stop_kappa", [])]
         self._rebuild()
         self._restore_strategy_state()
 
@@ -421,6 +439,32 @@ class ActiveLearner:
             self.state.add_labels(pos[cut:], labs[cut:], refit=True, record=False)
             bounds = [done] + [e for e in ends if e > done]
             self.state.history = [pos[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        self._sync_stopping()
+
+    def _sync_stopping(self) -> None:
+        """Bring the stopping rule up to the current state: keep the stored kappas of the labels
+        that are still there (none during the cold start), add the kappa of the last refit when
+        it is missing (a new answer, or one a crash did not record), store them when they changed,
+        and replay them into a fresh :class:`~metaal.stopping.StabilizingPredictions`."""
+        st = self.state
+        n = st.n_labeled
+        entries = [] if self.cold_start else [e for e in self._stop_entries if int(e[0]) <= n]
+        if (not self.cold_start and st.prev_pred is not None and n > st.n_initial
+                and (not entries or int(entries[-1][0]) < n)):
+            stop = self._stop_set
+            entries.append([n, prediction_kappa(st.prev_pred[stop], st.proba[stop].argmax(axis=1))])
+        if entries != self._stop_entries:
+            self._stop_entries = entries
+            self.store.set_meta("stop_kappa", entries)
+        rule = StabilizingPredictions(self.stop_window, self.stop_threshold)
+        for labels, kappa in entries:
+            rule.add_kappa(kappa, int(labels))
+        self.stopping = rule
+
+    @property
+    def stabilized(self) -> bool:
+        """True once the stopping rule has fired (:attr:`stopping`: the kappas and the stop)."""
+        return self.stopping.stopped
 
     @property
     def model(self) -> Learner:
@@ -618,6 +662,7 @@ class ActiveLearner:
                 self._checkpoint(*self.evaluate())
             else:  # the one labeling step of simulate and the environments
                 self._checkpoint(*label_step(self.state, pos, lab, self.X_test, self._held_out_y()))
+            self._sync_stopping()
             return len(new)
 
     # -- labels as the caller gives them (the Python API) -------------------------------------------
@@ -755,7 +800,9 @@ class ActiveLearner:
     def progress(self) -> dict[str, Any]:
         """Number labeled, label counts per class, the latest held-out accuracy and the curve, the
         budget (``budget``, ``n_queried``: labels after the initial set, ``budget_reached``);
-        without a held-out set, ``estimate`` holds :meth:`estimate` (else None)."""
+        without a held-out set, ``estimate`` holds :meth:`estimate` (else None); ``stopping`` the
+        stopping rule (:meth:`StabilizingPredictions.to_dict`: ``stable``, ``labels_at_stop``,
+        ``kappa``, ``window``, ``threshold``, ...)."""
         with self._lock:
             counts = np.bincount(self.state.y_labeled, minlength=len(self.classes))
             curve = [{"n_labeled": n, "accuracy": a, "macro_f1": f} for n, a, f in self.store.curve()]
@@ -776,6 +823,7 @@ class ActiveLearner:
                 "n_queried": self.n_queried,
                 "budget_reached": self.budget_reached,
                 "estimate": self.estimate() if len(self.test_ids) == 0 else None,
+                "stopping": self.stopping.to_dict(),
             }
 
     # -- the fitted model, modAL's habits ---------------------------------------------------------

@@ -19,6 +19,7 @@ import numpy as np
 from metaal.errors import ConfigError
 from metaal.learners import Learner, make_learner
 from metaal.state import ALState, Task
+from metaal.stopping import DEFAULT_THRESHOLD, DEFAULT_WINDOW, StabilizingPredictions, draw_stop_set
 from metaal.strategies import Strategy, get
 
 
@@ -99,6 +100,11 @@ class Curve(CurveMetrics):
     where not measured); ``queried`` the pool positions labeled, in order. Environment roll-outs
     (:func:`metaal.envs.policies.evaluate_policy`) also fill ``reward_accuracy`` ``(steps + 1,)``,
     ``rewards`` ``(steps,)`` and ``invalid_actions``.
+
+    A simulation also records the stabilizing-predictions stopping rule
+    (:class:`~metaal.stopping.StabilizingPredictions`): ``stop_labels``, the number of labels at
+    which it first fired (None if it never did within the budget), ``stop_accuracy``, the test
+    accuracy there (nan if it never fired), and ``stop_kappa``, the kappa of every refit.
     """
 
     dataset: str
@@ -112,6 +118,9 @@ class Curve(CurveMetrics):
     reward_accuracy: np.ndarray | None = None
     rewards: np.ndarray | None = None
     invalid_actions: int = 0
+    stop_labels: int | None = None
+    stop_accuracy: float = float("nan")
+    stop_kappa: list[float] = field(default_factory=list)
 
     @property
     def total_reward(self) -> float:
@@ -137,6 +146,8 @@ def simulate(
     batch_size: int = 1,
     seed: int = 0,
     callback: Callable[[ALState, float, float], None] | None = None,
+    stop_window: int = DEFAULT_WINDOW,
+    stop_threshold: float = DEFAULT_THRESHOLD,
 ) -> Curve:
     """Run one active-learning experiment with a simulated oracle.
 
@@ -146,6 +157,10 @@ def simulate(
     :param batch_size: labels per step; the last step may be smaller.
     :param seed: seeds the strategy's generator (same seed, same curve, bit for bit on CPU).
     :param callback: called after every evaluation with ``(state, accuracy, macro_f1)``.
+    :param stop_window: window of the stopping rule (:class:`~metaal.stopping.StabilizingPredictions`),
+        evaluated on the stop set :func:`~metaal.stopping.draw_stop_set` ``(n_pool, seed)`` after every
+        fit; it only records (``Curve.stop_labels``, ``stop_accuracy``): the curve goes on to the budget.
+    :param stop_threshold: its threshold on the mean kappa.
     """
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1 (got {batch_size})")
@@ -154,11 +169,18 @@ def simulate(
     rng = strategy_rng(seed)
     strat.reset(state, rng)
     accs, f1s, ns = [], [], []
+    rule = StabilizingPredictions(stop_window, stop_threshold)
+    stop_set = draw_stop_set(state.n_pool, seed)  # its own generator: the strategy's stream is untouched
+    stop_accuracy = float("nan")
 
     def record(a: float, f: float) -> None:
+        nonlocal stop_accuracy
         accs.append(a)
         f1s.append(f)
         ns.append(state.n_labeled)
+        was = rule.stopped
+        if rule.update(state.proba[stop_set].argmax(axis=1), state.n_labeled) and not was:
+            stop_accuracy = float(a)
         if callback is not None:
             callback(state, a, f)
 
@@ -183,4 +205,7 @@ def simulate(
         macro_f1=np.asarray(f1s),
         query_seconds=spent,
         queried=queried,
+        stop_labels=rule.stop_at,
+        stop_accuracy=stop_accuracy,
+        stop_kappa=list(rule.kappas),
     )
