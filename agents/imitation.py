@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -198,8 +199,11 @@ class Demonstrations:
                                 ("candidates", "global_", "mask", "gains", "dataset")))
 
     def save(self, path: str) -> None:
-        np.savez_compressed(path, candidates=self.candidates, global_=self.global_, mask=self.mask,
+        """Write ``path`` (``.npz``) atomically: a run interrupted while saving leaves no partial file."""
+        tmp = f"{path}.tmp.npz"
+        np.savez_compressed(tmp, candidates=self.candidates, global_=self.global_, mask=self.mask,
                             gains=self.gains, dataset=self.dataset)
+        os.replace(tmp, path)
 
     @staticmethod
     def load(path: str) -> "Demonstrations":
@@ -282,12 +286,15 @@ def collect(sampler: TaskSampler, n_states: int, k: int = 32, budget_range: tupl
     n_episodes = max(1, int(np.ceil(n_states / per_episode)))
     seeds = [int(np.random.SeedSequence([seed, episode_offset + e]).generate_state(1)[0]) for e in range(n_episodes)]
     args = (k, budget_range, record_prob, rollin, policy, learner, ll_weight, beta, (int(beam_width), int(beam_depth)))
-    if jobs == 1:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        parts = [_episode(sampler, s, *args) for s in tqdm(seeds, disable=not progress, desc="episodes")]
-    else:
-        parts = Parallel(n_jobs=jobs, verbose=5 if progress else 0)(delayed(_episode)(sampler, s, *args) for s in seeds)
+    if jobs == 1:
+        episodes: Any = (_episode(sampler, s, *args) for s in seeds)
+    else:  # joblib's own lines off: the bar below shows the progress and the time left
+        episodes = Parallel(n_jobs=jobs, verbose=0, return_as="generator")(
+            delayed(_episode)(sampler, s, *args) for s in seeds)
+    parts = list(tqdm(episodes, total=len(seeds), disable=not progress, desc="demonstration episodes",
+                      unit="episode"))
     return Demonstrations.concat(parts)
 
 

@@ -33,10 +33,11 @@ import copy
 import json
 import logging
 import os
+import shutil
 import time
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import yaml
@@ -343,7 +344,7 @@ def _cell(task: Any, strategy: str, budget: int, learner: str) -> float:
 
 
 def evaluate_strategies(strategies: list[str], datasets: list[str], seeds: int, budget: int, learner: str,
-                        initial: int, jobs: int) -> dict[str, dict[str, float]]:
+                        initial: int, jobs: int, progress: bool = False) -> dict[str, dict[str, float]]:
     """Mean AULC per (strategy, dataset) on the default protocol (seeds ``0..S-1``, the same
     splits as ``metaal compare``); the budget is capped at each dataset's unlabeled pool.
     Returns ``{strategy: {dataset: aulc}}``."""
@@ -356,7 +357,10 @@ def evaluate_strategies(strategies: list[str], datasets: list[str], seeds: int, 
             task = Task.from_split(ds, make_split(ds, seed, initial))
             b = int(min(budget, task.n_pool - len(task.initial)))
             cells += [(s, name, task, b) for s in strategies]
-    vals = Parallel(n_jobs=jobs)(delayed(_cell)(task, s, b, learner) for s, _n, task, b in cells)
+    from tqdm.auto import tqdm
+
+    gen = Parallel(n_jobs=jobs, return_as="generator")(delayed(_cell)(task, s, b, learner) for s, _n, task, b in cells)
+    vals = list(tqdm(gen, total=len(cells), disable=not progress, desc="validation runs", leave=False))
     acc: dict[str, dict[str, list[float]]] = {s: {} for s in strategies}
     for (s, name, _t, _b), v in zip(cells, vals):
         acc[s].setdefault(name, []).append(float(v))
@@ -366,11 +370,12 @@ def evaluate_strategies(strategies: list[str], datasets: list[str], seeds: int, 
 class Validator:
     """Evaluates policy files on the validation datasets and keeps the numbers per stage."""
 
-    def __init__(self, cfg: dict[str, Any], out: Path):
+    def __init__(self, cfg: dict[str, Any], out: Path, progress: bool = False):
         self.cfg, self.out = cfg, out
         e = cfg["eval"]
         self.kw = dict(datasets=cfg["datasets"]["validation_names"], seeds=int(e["seeds"]), budget=int(e["budget"]),
-                       learner=cfg["learner"], initial=int(cfg["initial"]), jobs=int(e.get("jobs", cfg["jobs"])))
+                       learner=cfg["learner"], initial=int(cfg["initial"]), jobs=int(e.get("jobs", cfg["jobs"])),
+                       progress=progress)
         self.path = out / "validation.json"
         self.results: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
         bp = out / "val_baselines.json"
@@ -505,6 +510,26 @@ def _eval_callback(cfg: dict[str, Any], out: Path, validator: Validator) -> Any:
     return ValidationCallback()
 
 
+def _progress_callback(total: int) -> Any:
+    """A tqdm bar over the RL timesteps (with the time left), started at the step count a resumed
+    run continues from."""
+    from stable_baselines3.common.callbacks import BaseCallback
+    from tqdm.auto import tqdm
+
+    class TqdmCallback(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.bar = tqdm(total=total, initial=int(self.model.num_timesteps), desc="RL timesteps", unit="step")
+
+        def _on_step(self) -> bool:
+            self.bar.update(max(0, int(self.num_timesteps) - self.bar.n))
+            return True
+
+        def _on_training_end(self) -> None:
+            self.bar.close()
+
+    return TqdmCallback()
+
+
 def run_rl(cfg: dict[str, Any], out: Path, validator: Validator, logger: Any, init_zip: Path | None,
            resume: bool, progress: bool) -> None:
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
@@ -541,8 +566,8 @@ def run_rl(cfg: dict[str, Any], out: Path, validator: Validator, logger: Any, in
                               name_prefix="rl_model")
     evalcb = _eval_callback(cfg, out, validator)
     evalcb.last = int(model.num_timesteps)
-    model.learn(remaining, callback=CallbackList([ckpt, evalcb]), reset_num_timesteps=latest is None,
-                progress_bar=progress)
+    cbs = [ckpt, evalcb] + ([_progress_callback(total)] if progress else [])
+    model.learn(remaining, callback=CallbackList(cbs), reset_num_timesteps=latest is None)
     model.save(str(ckpt_dir / f"rl_model_{model.num_timesteps}_steps.zip"))
     if f"rl_{model.num_timesteps}" not in validator.results:
         evalcb.evaluate(int(model.num_timesteps))
@@ -554,13 +579,45 @@ def run_rl(cfg: dict[str, Any], out: Path, validator: Validator, logger: Any, in
 # the whole pipeline
 
 
+#: what a run writes into its folder (``--force`` removes these and nothing else)
+RUN_FILES = ("config.yaml", "val_baselines.json", "validation.json", "summary.json", "policy.zip", "policy.json",
+             "demos_*.npz", "demos_*.npz.tmp.npz", "stages", "tb", "checkpoints")
+
+
+def run_files(out: Path) -> list[Path]:
+    """The files and folders of a training run (finished or started) in ``out``."""
+    if not out.is_dir():
+        return []
+    return sorted({p for pat in RUN_FILES for p in out.glob(pat)})
+
+
+def stage_plan(cfg: dict[str, Any]) -> list[str]:
+    """The names of the stages :func:`train` runs for ``cfg``, in order (``metaal train`` prints
+    ``stage i/n: NAME ...`` as each starts)."""
+    names = ["validation baselines (random, margin)"]
+    im = cfg["imitation"]
+    if im["enabled"]:
+        n_var = max(1, len(im.get("variants") or []))
+        names.append("imitation (behaviour cloning" + (f", {n_var} variants)" if n_var > 1 else ")"))
+        names += [f"imitation (dagger round {r})" for r in range(1, int(im["dagger_rounds"]) + 1)]
+    if cfg["rl"]["enabled"]:
+        names.append(f"rl ({cfg['rl']['algo']}, {int(cfg['rl']['total_timesteps'])} timesteps)")
+    return names
+
+
 def train(config: "str | os.PathLike | dict[str, Any]", out: "str | os.PathLike", resume: bool = False,
-          progress: bool = True) -> dict[str, Any]:
+          progress: bool = True, force: bool = False, say: "Callable[[str], None] | None" = None) -> dict[str, Any]:
     """Run the configured stages into ``out`` and write ``out/policy.zip`` + ``policy.json``.
 
     :param resume: keep what an interrupted run left in ``out`` (demonstrations, stages,
-        evaluations, the latest RL checkpoint) and continue; without it ``out`` must not hold a
-        previous run's ``config.yaml`` for a different configuration.
+        evaluations, the latest RL checkpoint) and continue; the configuration must be the same
+        (only ``rl.total_timesteps`` may change).
+    :param force: remove a previous run's files from ``out`` (:data:`RUN_FILES`) and start over.
+        Without ``resume`` or ``force``, a folder that holds a run (finished or started) is refused.
+    :param progress: tqdm bars with the time left for the long loops (demonstration episodes,
+        validation runs, RL timesteps).
+    :param say: called with one line as each stage starts (``stage 2/4: imitation ...``);
+        default: the ``metaal.agents`` log.
     :returns: a summary dict (chosen stage, validation numbers, seconds).
     """
     from stable_baselines3.common.logger import configure
@@ -568,13 +625,27 @@ def train(config: "str | os.PathLike | dict[str, Any]", out: "str | os.PathLike"
     t0 = time.time()
     cfg = load_config(config)
     out = Path(out)
+    if resume and force:
+        raise ConfigError("use either --resume or --force, not both")
+    used = run_files(out)
+    if used and not resume:
+        if not force:
+            state = "finished" if (out / "policy.zip").is_file() else "started"
+            raise ConfigError(f"{out} already holds a {state} training run; "
+                              "use --resume to continue or --force to overwrite")
+        for p in used:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    plan = stage_plan(cfg)
+    emit = say or log.info
+
+    def announce(name: str) -> None:
+        emit(f"stage {plan.index(name) + 1}/{len(plan)}: {name} ...")
+
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.yaml"
     text = yaml.safe_dump(cfg, sort_keys=False)
     if cfg_path.is_file() and cfg_path.read_text() != text:
         old = yaml.safe_load(cfg_path.read_text())
-        if not resume:
-            raise ConfigError(f"{out} holds another training run; use a new --out or --resume")
         # resuming may only extend the RL step budget
         a, b = _merge(DEFAULTS, old), _merge(DEFAULTS, cfg)  # keys added to DEFAULTS since: their defaults
         a["rl"].pop("total_timesteps", None)
@@ -585,7 +656,8 @@ def train(config: "str | os.PathLike | dict[str, Any]", out: "str | os.PathLike"
     cfg_path.write_text(text)
     (out / "stages").mkdir(exist_ok=True)
     logger = configure(str(out / "tb" / "train"), ["tensorboard", "csv"])
-    validator = Validator(cfg, out)
+    announce(plan[0])
+    validator = Validator(cfg, out, progress=progress)
     for key in ("aulc_margin", "aulc_random"):
         logger.record(f"eval/{key}", validator.mean(key.split("_")[1]))
     logger.dump(0)
@@ -603,6 +675,7 @@ def train(config: "str | os.PathLike | dict[str, Any]", out: "str | os.PathLike"
         best_v = 0
         roll_stage = "bc"
         for r in range(int(im["dagger_rounds"]) + 1):
+            announce(plan[1 + r])
             dp = out / f"demos_{r}.npz"
             if dp.is_file():
                 demos = Demonstrations.load(str(dp))
@@ -619,26 +692,26 @@ def train(config: "str | os.PathLike | dict[str, Any]", out: "str | os.PathLike"
             data = Demonstrations.concat(parts)
             todo = list(enumerate(variants)) if r == 0 else [(best_v, variants[best_v])]
             for i, var in todo:
-                stage = ("bc" if r == 0 else f"dagger_{r}") + (f"_v{i}" if len(variants) > 1 else "")
-                zp = out / "stages" / f"{stage}.zip"
+                name = ("bc" if r == 0 else f"dagger_{r}") + (f"_v{i}" if len(variants) > 1 else "")
+                zp = out / "stages" / f"{name}.zip"
                 p = {**im, **{k: v for k, v in var.items() if k in im}}
                 vcfg = copy.deepcopy(cfg)
                 vcfg["network"].update({k: v for k, v in var.items() if k in vcfg["network"]})
                 if not zp.is_file():
                     model = make_model(vcfg, algo=None if cfg["rl"]["algo"] != "DQN" else "MaskablePPO")
 
-                    def log_fn(ep: int, loss: float, _s: str = stage, _base: int = step) -> None:
+                    def log_fn(ep: int, loss: float, _s: str = name, _base: int = step) -> None:
                         logger.record(f"bc/loss_{_s}", loss)
                         logger.dump(_base + ep)
 
                     stats = bc_train(model.policy, data, epochs=int(p["epochs"]), lr=float(p["lr"]),
                                      batch_size=int(p["batch_size"]), tau=float(p["tau"]), seed=seed, log_fn=log_fn)
-                    logger.record(f"bc/agreement_{stage}", stats["agreement"])
+                    logger.record(f"bc/agreement_{name}", stats["agreement"])
                     logger.record("bc/n_states", len(data))
                     logger.dump(step + int(p["epochs"]))
-                    _save(model, zp, vcfg, extra={"stage": stage, "bc": stats, "n_states": len(data), "variant": var})
+                    _save(model, zp, vcfg, extra={"stage": name, "bc": stats, "n_states": len(data), "variant": var})
                 step += int(p["epochs"])
-                res = validator.evaluate(stage, zp)
+                res = validator.evaluate(name, zp)
                 for key in ("aulc_policy", "aulc_margin", "aulc_random"):
                     logger.record(f"eval/{key}", res[key])
                 logger.dump(step)
@@ -655,6 +728,7 @@ def train(config: "str | os.PathLike | dict[str, Any]", out: "str | os.PathLike"
             init = None
         else:  # a policy file to start from
             init = resolve_policy_path(how)
+        announce(plan[-1])
         run_rl(cfg, out, validator, logger, init, resume, progress)
     stage, res = validator.best()
     src = Path(res["zip"])

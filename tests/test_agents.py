@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import warnings
 from pathlib import Path
 
@@ -401,8 +402,92 @@ def test_tiny_training_run_writes_policy_tb_and_resumes(tmp_path):
     s2 = train(cfg2, out, resume=True, progress=False)
     assert (out / "checkpoints" / "rl_model_96_steps.zip").is_file()
     assert set(s2["stages"]) == {"rl_64", "rl_96"}
-    with pytest.raises(ConfigError, match="another training run"):
+    with pytest.raises(ConfigError, match="already holds a finished training run"):
         train(_cfg(seed=5, imitation={"enabled": False}, rl=rl), out, progress=False)
+    # --force starts over cleanly: the previous run's checkpoints and stages are gone
+    s3 = train(_cfg(seed=5, imitation={"enabled": False}, rl=rl), out, progress=False, force=True)
+    assert set(s3["stages"]) == {"rl_64"} and not (out / "checkpoints" / "rl_model_96_steps.zip").exists()
+    assert not (out / "stages" / "rl_96.zip").exists()
+
+
+@pytest.mark.parametrize("left", ["finished", "started"])
+def test_train_refuses_a_used_folder_without_resume_or_force(tmp_path, capsys, left):
+    """Re-running `metaal train` into a folder that holds a run is refused in one line (exit 2),
+    before anything is trained or removed; --resume with --force is a usage error."""
+    from metaal.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("name: tiny\n")
+    (out / "demos_0.npz").write_bytes(b"x")
+    if left == "finished":
+        (out / "policy.zip").write_bytes(b"x")
+    assert main(["train", "--config", "tiny", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"metaal: error: {out} already holds a {left} training run; "
+                   "use --resume to continue or --force to overwrite"]
+    assert (out / "demos_0.npz").read_bytes() == b"x"  # untouched
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--config", "tiny", "--out", str(out), "--resume", "--force"])
+    assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    # an empty or unrelated folder is fine (nothing of a run in it): the config error comes first here
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert main(["train", "--config", str(tmp_path / "nope.yaml"), "--out", str(other)]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_stage_plan_names_every_stage():
+    from metaal.agents.train import load_config, stage_plan
+
+    assert stage_plan(load_config("default")) == [
+        "validation baselines (random, margin)", "imitation (behaviour cloning, 3 variants)",
+        "imitation (dagger round 1)", "rl (MaskablePPO, 1536 timesteps)"]
+
+
+@pytest.mark.slow
+def test_resume_after_imitation_loads_the_demonstrations(tmp_path, monkeypatch):
+    """An interrupted run resumed after its demonstrations were collected trains on the saved
+    demos_0.npz; the (expensive) collection is not run again. --force collects anew."""
+    pytest.importorskip("metaal.envs.pool")
+    import metaal.agents.train as tr
+
+    cfg = _cfg(imitation={"n_states": 20, "epochs": 2}, budget_range=[4, 8])
+    out = tmp_path / "run"
+    tr.train(cfg, out, progress=False)
+    demos = (out / "demos_0.npz").read_bytes()
+    # "interrupted" just after the collection: only the config, baselines and demonstrations are left
+    for p in tr.run_files(out):
+        if p.name not in ("config.yaml", "val_baselines.json", "demos_0.npz"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+    def no_collect(*a, **kw):
+        raise AssertionError("demonstrations collected again")
+
+    monkeypatch.setattr(tr, "collect", no_collect)
+    s = tr.train(cfg, out, resume=True, progress=False)
+    assert s["stage"] == "bc" and (out / "policy.zip").is_file()
+    assert (out / "demos_0.npz").read_bytes() == demos
+    with pytest.raises(AssertionError, match="collected again"):
+        tr.train(cfg, out, force=True, progress=False)
+
+
+@pytest.mark.slow
+def test_tiny_config_runs_end_to_end_and_names_its_stages(tmp_path, capsys):
+    """configs/tiny.yaml, as a new user runs it: `metaal train --config tiny --out DIR`."""
+    pytest.importorskip("metaal.envs.pool")
+    from metaal.cli import main
+
+    out = tmp_path / "tiny"
+    assert main(["train", "--config", "tiny", "--out", str(out), "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln for ln in lines if ln.startswith("stage ")] == [
+        "stage 1/3: validation baselines (random, margin) ...", "stage 2/3: imitation (behaviour cloning) ...",
+        "stage 3/3: rl (MaskablePPO, 128 timesteps) ..."]
+    assert (out / "policy.zip").is_file() and any(ln.startswith("policy: ") for ln in lines)
+    strat = get(f"policy:{out / 'policy.zip'}", strict=True)
+    assert type(strat).__name__ == "LearnedStrategy"
 
 
 @pytest.mark.slow
