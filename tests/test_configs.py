@@ -35,3 +35,19 @@ def test_an_existing_path_wins_and_unknown_names_are_listed(tmp_path, monkeypatc
         config_path("nope.yaml")
     with pytest.raises(ConfigError, match="not found"):
         config_path(tmp_path / "elsewhere" / "default.yaml")  # a path with a folder is never a shipped name
+
+
+def test_one_time_estimate_for_the_default_config_and_tiny_is_mentioned():
+    """README, docs/agents.md and configs/default.yaml give the same duration for the default run
+    (the one measured in docs/agents.md) and point to configs/tiny.yaml for a first try."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    figure = "about 12 minutes on 2 quiet CPU cores"
+    for rel in ("README.md", "docs/agents.md", "configs/default.yaml"):
+        text = (root / rel).read_text()
+        assert figure in text, rel
+        assert "tiny" in text, rel
+        for other in ("12-35 min", "30-35 min", "about 35 minutes"):
+            assert other not in text, (rel, other)
+    assert load_config("tiny")["name"] == "tiny"
