@@ -159,12 +159,9 @@ class BatchObservation:
         return Observation(self.candidates[i], self.global_[i], self.mask[i], self.indices[i])
 
     def as_dict(self) -> dict[str, np.ndarray]:
-        """The stacked Gymnasium observations, clipped like :meth:`Observation.as_dict`."""
-        return {
-            "candidates": np.clip(self.candidates, 0.0, CANDIDATE_HIGH),
-            "global": np.clip(self.global_, 0.0, GLOBAL_HIGH),
-            "action_mask": self.mask.astype(np.int8),
-        }
+        """The stacked Gymnasium observations, clipped like :meth:`Observation.as_dict` (whose
+        clipping broadcasts over the episode axis)."""
+        return Observation(self.candidates, self.global_, self.mask, self.indices).as_dict()
 
 
 def sorted_quantiles(a: np.ndarray, qs: Sequence[float]) -> np.ndarray:

@@ -75,6 +75,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from metaal import scores
 from metaal.data import Dataset, load_dataset, make_split
 from metaal.errors import ConfigError, DataError, LabelError
 from metaal.featurize import RawData, load_npz_any
@@ -452,7 +453,7 @@ class ActiveLearner:
         if (not self.cold_start and st.prev_pred is not None and n > st.n_initial
                 and (not entries or int(entries[-1][0]) < n)):
             stop = self._stop_set
-            entries.append([n, prediction_kappa(st.prev_pred[stop], st.proba[stop].argmax(axis=1))])
+            entries.append([n, prediction_kappa(st.prev_pred[stop], scores.predicted_class(st.proba[stop]))])
         if entries != self._stop_entries:
             self._stop_entries = entries
             self.store.set_meta("stop_kappa", entries)

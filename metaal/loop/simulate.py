@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from metaal import scores
 from metaal.errors import ConfigError
 from metaal.learners import Learner, make_learner
 from metaal.state import ALState, Task
@@ -179,7 +180,7 @@ def simulate(
         f1s.append(f)
         ns.append(state.n_labeled)
         was = rule.stopped
-        if rule.update(state.proba[stop_set].argmax(axis=1), state.n_labeled) and not was:
+        if rule.update(scores.predicted_class(state.proba[stop_set]), state.n_labeled) and not was:
             stop_accuracy = float(a)
         if callback is not None:
             callback(state, a, f)
