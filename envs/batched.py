@@ -50,8 +50,20 @@ class _SlotLearner:
         self.env, self.i, self.n_classes = env, i, n_classes
         self.n_fits = 0
 
+    @property
+    def prior(self) -> np.ndarray | None:
+        """The label frequencies ``(C,)`` episode ``i`` predicts while fewer than two classes are
+        labeled (as :attr:`metaal.learners.Learner.prior`); None once its model is fitted."""
+        model = self.env.model
+        if model.use_prior_ is None or not bool(model.use_prior_[self.i]):
+            return None
+        return model.prior_[self.i].to("cpu").double().numpy()
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """``(n, C)`` probabilities of episode ``i``'s current model."""
+        prior = self.prior
+        if prior is not None:
+            return np.tile(prior, (len(X), 1))
         model = self.env.model
         W = model.coef_[self.i].to("cpu").double().numpy()
         z = np.asarray(X, dtype=np.float64) @ W[:-1] + W[-1]
@@ -102,8 +114,8 @@ class BatchedPoolEnv:
 
         if num_envs < 1:
             raise ConfigError(f"num_envs must be >= 1 (got {num_envs})")
-        if initial < 2:
-            raise ConfigError(f"initial must be >= 2 (got {initial})")
+        if initial != 0 and initial < 2:
+            raise ConfigError(f"initial must be 0 (cold start) or >= 2 (got {initial})")
         if not 0 <= reward_frac < 1:
             raise ConfigError(f"reward_frac must be in [0, 1) (got {reward_frac})")
         if target_accuracy is not None and not 0 < target_accuracy <= 1:

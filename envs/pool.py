@@ -63,7 +63,8 @@ class PoolEnvBase(gym.Env):
         default: scikit-learn's bundled sets and synthetic tasks (no ``METAAL_DATA`` needed).
     :param budget: labels per episode, an int or a ``(low, high)`` range sampled per episode
         (clipped to the unlabeled pool).
-    :param initial: size of the random initial labeled set (at least two classes).
+    :param initial: size of the random initial labeled set (at least two classes), or 0 for a cold
+        start (the agent picks from the first label; the observation has no model yet).
     :param k: candidates per step ``K``.
     :param learner: learner name (``logreg``, ``svm``, ...) or scikit-learn estimator.
     :param reward: ``margin_gain`` (default), ``acc_gain`` or ``label_cost``.
@@ -105,8 +106,8 @@ class PoolEnvBase(gym.Env):
         super().__init__()
         self.collection = datasets if isinstance(datasets, DatasetCollection) else DatasetCollection(datasets)
         self.budget_range = budget_spec(budget)
-        if initial < 2:
-            raise ConfigError(f"initial must be >= 2 (got {initial})")
+        if initial != 0 and initial < 2:
+            raise ConfigError(f"initial must be 0 (cold start) or >= 2 (got {initial})")
         if not 0 <= reward_frac < 1:
             raise ConfigError(f"reward_frac must be in [0, 1) (got {reward_frac})")
         if max_pool is not None and max_pool < initial + 2:

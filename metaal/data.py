@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
 
@@ -27,9 +28,10 @@ from metaal.errors import DataError
 from metaal.synthetic import from_spec
 
 __all__ = [
-    "DATA_ENV", "SKLEARN_DATASETS", "Dataset", "Split", "check_features", "choose_initial", "data_arrays",
-    "data_dirs", "find_dataset", "load_csv", "load_dataset", "load_libsvm", "load_npz", "load_sklearn",
-    "load_splits", "make_split", "pool_test_split", "save_splits", "validate_split",
+    "DATA_ENV", "SKLEARN_DATASETS", "Dataset", "Split", "check_features", "check_initial", "choose_initial",
+    "data_arrays", "data_dirs", "find_dataset", "load_csv", "load_dataset", "load_libsvm", "load_npz", "load_sklearn",
+    "apply_transforms", "imbalance", "load_splits", "make_split", "pool_test_split", "save_splits",
+    "split_transforms", "validate_split",
 ]
 
 SKLEARN_DATASETS = ("iris", "wine", "breast_cancer", "digits")
@@ -167,13 +169,18 @@ def find_dataset(name: str) -> Path | None:
 
 def load_dataset(spec: "str | os.PathLike | Dataset", **kwargs: Any) -> Dataset:
     """Load a dataset from a path, a name found along ``METAAL_DATA``, ``sklearn:NAME`` or a
-    bare scikit-learn name, or ``synth:KIND?key=value`` for a synthetic task.
+    bare scikit-learn name, or ``synth:KIND?key=value`` for a synthetic task. A path or a name may
+    end in transforms, ``NAME?imbalance=R[&seed=S]`` (:func:`imbalance`); the result is named by
+    the whole spec.
 
     :raises DataError: if nothing matches; the message lists where it looked.
     """
     if isinstance(spec, Dataset):
         return spec
     s = str(spec)
+    base, transforms = split_transforms(s)
+    if transforms:
+        return apply_transforms(load_dataset(base, **kwargs), transforms, spec=s)
     if s.startswith("sklearn:"):
         return load_sklearn(s.split(":", 1)[1])
     if s.startswith("synth:"):
@@ -203,6 +210,94 @@ def load_dataset(spec: "str | os.PathLike | Dataset", **kwargs: Any) -> Dataset:
 
 
 # ----------------------------------------------------------------------------------------------
+# transforms
+
+#: the transforms a dataset spec may end in (``NAME?key=value&...``) and their parameters
+TRANSFORM_KEYS = ("imbalance", "seed")
+
+
+def split_transforms(spec: str) -> tuple[str, dict[str, str]]:
+    """``"NAME?imbalance=0.05&seed=1"`` -> ``("NAME", {"imbalance": "0.05", "seed": "1"})``;
+    ``synth:`` specs keep their own query (generator parameters) and have no transforms; a path
+    that exists as given is never split.
+
+    :raises DataError: for an unknown key or a key given twice.
+    """
+    if spec.startswith("synth:") or "?" not in spec or Path(spec).exists():
+        return spec, {}
+    base, _, query = spec.rpartition("?")
+    out: dict[str, str] = {}
+    for key, val in parse_qsl(query, keep_blank_values=True):
+        if key not in TRANSFORM_KEYS:
+            raise DataError(f"unknown dataset transform {key!r} in {spec!r} (known: {', '.join(TRANSFORM_KEYS)})")
+        if key in out:
+            raise DataError(f"{key!r} given twice in {spec!r}")
+        out[key] = val
+    if "imbalance" not in out:
+        raise DataError(f"{spec!r}: a dataset transform needs imbalance=R (seed=S only seeds it)")
+    return base, out
+
+
+def apply_transforms(dataset: Dataset, transforms: dict[str, str], spec: str) -> Dataset:
+    """Apply :func:`split_transforms`'s transforms to ``dataset``; the result is named ``spec``'s
+    tail on the dataset's name (``banknote?imbalance=0.05``).
+
+    :raises DataError: for a value that is not a number or out of range.
+    """
+    try:
+        ratio = float(transforms["imbalance"])
+        seed = int(transforms.get("seed", 0))
+    except ValueError:
+        raise DataError(f"{spec!r}: imbalance must be a number in (0, 1) and seed an integer") from None
+    out = imbalance(dataset, ratio, seed)
+    out.name = f"{dataset.name}?{urlencode(transforms)}"
+    return out
+
+
+def imbalance(dataset: Dataset, ratio: float, seed: int = 0) -> Dataset:
+    """A class-imbalanced subsample: the largest class is kept whole and every other class is
+    subsampled (without replacement, ``default_rng(seed)``) so that it makes up a share
+    ``ratio`` of the result: ``m = ratio * n_largest / (1 - (K - 1) * ratio)`` rows each, at
+    least 2 (a stratified split needs two) and at most what the class has. Rows keep their order;
+    text, images and extras follow them.
+
+    :param ratio: the share of each minority class in the result, in ``(0, 1 / (K - 1))``.
+    :raises DataError: for a ratio outside that range.
+    """
+    if not 0.0 < ratio < 1.0:
+        raise DataError(f"imbalance ratio must be in (0, 1) (got {ratio})")
+    counts = np.bincount(dataset.y, minlength=dataset.n_classes)
+    present = np.flatnonzero(counts)
+    K = len(present)
+    if (K - 1) * ratio >= 1.0:
+        raise DataError(
+            f"{dataset.name}: imbalance ratio {ratio} is too large for {K} classes "
+            f"(each of the {K - 1} smaller classes would be {ratio:.0%} of the result; use < {1 / (K - 1):.3f})"
+        )
+    largest = int(present[np.argmax(counts[present])])
+    n_l = int(counts[largest])
+    m = int(round(ratio * n_l / (1.0 - (K - 1) * ratio)))
+    rng = np.random.default_rng(seed)
+    keep = [np.flatnonzero(dataset.y == largest)]
+    for c in present:
+        if c == largest:
+            continue
+        rows = np.flatnonzero(dataset.y == c)
+        take = int(min(len(rows), max(m, 2)))
+        keep.append(rng.choice(rows, size=take, replace=False))
+    idx = np.sort(np.concatenate(keep))
+    return Dataset(
+        X=None if dataset.X is None else dataset.X[idx],
+        y=dataset.y[idx],
+        classes=dataset.classes,
+        name=dataset.name,
+        text=None if dataset.text is None else dataset.text[idx],
+        images=None if dataset.images is None else dataset.images[idx],
+        extras={k: v[idx] for k, v in dataset.extras.items() if len(v) == dataset.n},
+    )
+
+
+# ----------------------------------------------------------------------------------------------
 # splits
 
 
@@ -225,14 +320,27 @@ class Split:
         }
 
 
+def check_initial(n_initial: int, option: str = "the initial labeled set") -> None:
+    """``n_initial`` must be 0 (cold start) or at least 2 (an initial set holds two classes).
+
+    :raises DataError: naming ``option`` otherwise.
+    """
+    if n_initial != 0 and n_initial < 2:
+        raise DataError(f"{option} must be 0 (cold start) or >= 2 items holding two classes (got {n_initial})")
+
+
 def choose_initial(y_pool: np.ndarray, n_initial: int, rng: np.random.Generator) -> np.ndarray:
-    """Positions (into the pool) of ``n_initial`` random items holding at least two classes.
+    """Positions (into the pool) of ``n_initial`` random items holding at least two classes; none
+    for ``n_initial = 0`` (the cold start: the strategy picks from the very first label).
 
     :param y_pool: labels of the pool, shape ``(n_pool,)``.
+    :raises DataError: for ``n_initial`` 1 or negative (an initial set holds two classes), or
+        larger than the pool.
     """
     n_pool = len(y_pool)
-    if n_initial < 2:
-        raise DataError(f"the initial labeled set needs at least 2 items (got {n_initial})")
+    check_initial(n_initial)
+    if n_initial == 0:
+        return np.zeros(0, dtype=np.int64)
     if n_initial > n_pool:
         raise DataError(f"initial set of {n_initial} is larger than the pool ({n_pool} items)")
     if len(np.unique(y_pool)) < 2:
@@ -250,7 +358,8 @@ def make_split(
     dataset: Dataset, seed: int, n_initial: int = 10, test_size: float = 0.3
 ) -> Split:
     """The default protocol: stratified pool/test split with ``random_state=seed`` and a random
-    initial set (from ``numpy.random.default_rng(seed)``) holding at least two classes."""
+    initial set (from ``numpy.random.default_rng(seed)``) holding at least two classes (empty for
+    ``n_initial = 0``)."""
     pool, test = pool_test_split(dataset, seed, test_size)
     rng = np.random.default_rng(seed)
     initial = pool[choose_initial(dataset.y[pool], n_initial, rng)]
@@ -319,5 +428,5 @@ def validate_split(split: Split, dataset: Dataset, where: str = "split") -> None
         raise DataError(f"{where}: pool and test overlap")
     if not np.isin(split.initial, split.pool).all():
         raise DataError(f"{where}: 'initial' must be a subset of 'pool'")
-    if len(np.unique(dataset.y[split.initial])) < 2:
-        raise DataError(f"{where}: the initial set must hold at least two classes")
+    if split.initial.size and len(np.unique(dataset.y[split.initial])) < 2:
+        raise DataError(f"{where}: the initial set must be empty (cold start) or hold at least two classes")

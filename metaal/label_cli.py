@@ -33,6 +33,7 @@ import numpy as np
 
 from metaal.errors import ConfigError, DataError, LabelError, MetaalError
 from metaal.loop.session import ActiveLearner, run_oracle
+from metaal.protocols import PROTOCOLS, get_protocol
 from metaal.store import Store
 
 WEB_DIR = Path(__file__).parent / "web"
@@ -71,7 +72,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="initial labels before the strategy takes over (and until 2 classes); with labeled data the "
-        "initial set of 'metaal compare --initial' for the same --seed (default: the store's, else 2)",
+        "initial set of 'metaal compare --initial' for the same --seed; 0: the strategy picks from the first "
+        "label (a model-based one lets random pick until 2 classes are labeled) (default: the protocol's, "
+        "the store's, else 2)",
+    )
+    p.add_argument(
+        "--protocol",
+        default=None,
+        metavar="NAME",
+        help=f"set --initial and --budget from a protocol ({', '.join(PROTOCOLS)}); 'imbalanced' also "
+        "subsamples the data's minority classes (NAME?imbalance=0.05); explicit flags win",
     )
     p.add_argument(
         "--budget",
@@ -126,6 +136,12 @@ def make_learner_from_args(args: argparse.Namespace) -> Any:
             data = store.meta["dataset"]
     if data is None:
         raise ConfigError("give --data (and --store PATH.sqlite to keep the answers)")
+    if args.protocol is not None:
+        proto = get_protocol(args.protocol)
+        args.initial = proto.initial if args.initial is None else args.initial
+        args.budget = proto.budget if args.budget is None else args.budget
+        if proto.imbalance and "imbalance=" not in str(data) and not str(data).startswith("synth:"):
+            data = f"{data}?imbalance={proto.imbalance:g}"
     if store is not None and not store.is_new:
         # a resumed session keeps its own settings unless they are given explicitly
         m = store.meta

@@ -113,7 +113,8 @@ class ALState:
 
     * ``proba`` ``(n_pool, C)``: the current model's probabilities on the pool.
     * ``prev_pred`` ``(n_pool,)`` and ``prev_proba`` ``(n_pool, C)``: predictions before the
-      last refit (``None`` before the second fit).
+      last refit (``None`` before the second fit); ``prev_model_ready``: whether that model was
+      fitted on two classes (:attr:`model_ready`).
     * :meth:`min_dist_labeled` ``(n_pool,)``: distance to the nearest labeled item, updated
       incrementally per new label.
     * ``cache``: a dict where strategies and observers keep per-state values; entries whose key
@@ -146,6 +147,10 @@ class ALState:
         self.proba: np.ndarray = np.full((n, self.n_classes), 1.0 / self.n_classes)
         self.prev_pred: np.ndarray | None = None
         self.prev_proba: np.ndarray | None = None
+        #: whether the model behind ``prev_proba`` was fitted on two classes (the stopping rule
+        #: compares two real models only, never the cold start's label frequencies)
+        self.prev_model_ready = False
+        self._proba_ready = False
         self.cache: dict[str, Any] = {}
         self._min_dist: np.ndarray | None = None
         self._geometry: PoolGeometry | None = None
@@ -178,6 +183,12 @@ class ALState:
     @property
     def budget_left(self) -> int | None:
         return None if self.budget is None else max(self.budget - self.n_queried, 0)
+
+    @property
+    def model_ready(self) -> bool:
+        """True once the learner is fitted on at least two classes (before that it predicts the
+        smoothed label frequencies, :attr:`metaal.learners.Learner.prior`: the cold start)."""
+        return self.learner.n_fits > 0 and self.learner.prior is None
 
     @property
     def pred(self) -> np.ndarray:
@@ -233,6 +244,8 @@ class ALState:
         the caller has it at hand."""
         self.prev_pred = None if first else (self.pred if pred is None else pred)
         self.prev_proba = None if first else self.proba
+        self.prev_model_ready = (not first) and self._proba_ready
+        self._proba_ready = self.model_ready
         self.proba = np.asarray(proba, dtype=np.float64)
         for key in [k for k in self.cache if k.startswith("fit:")]:
             del self.cache[key]

@@ -64,8 +64,8 @@ def test_compare_writes_every_file_with_the_exact_columns(wine_run: dict) -> Non
 
     scols, srows = _read_csv(out / "summary.csv")
     assert scols == SUMMARY_COLUMNS == [
-        "dataset", "strategy", "aulc_mean", "aulc_std", "final_accuracy", "stop_labels_mean",
-        "stop_accuracy_mean", "stop_fired", "mean_rank", "query_seconds"
+        "dataset", "strategy", "aulc_mean", "aulc_std", "aulc_f1_mean", "norm_aulc", "final_accuracy",
+        "stop_labels_mean", "stop_accuracy_mean", "stop_fired", "mean_rank", "query_seconds", "cold_picks_mean",
     ]
     assert [r["strategy"] for r in srows] == ["random", "margin"]
     for r in srows:
@@ -177,8 +177,10 @@ def test_rank_ties_are_averaged() -> None:
 def test_all_expands_to_every_registered_heuristic() -> None:
     from metaal.strategies import names
 
-    assert check_strategies("all") == names()
+    # every heuristic; the oracle reads test labels, so only its name brings it in
+    assert check_strategies("all") == [n for n in names() if n != "oracle"]
     assert {"random", "margin", "entropy"} <= set(check_strategies("all"))
+    assert "oracle" in names() and "oracle" in check_strategies("all,oracle")
     assert check_strategies("margin,all")[0] == "margin"
 
 
@@ -241,14 +243,21 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         ),
         "unknown_learner": (["--data", "sklearn:wine", "--learner", "xgboost"], "unknown learner 'xgboost'"),
         "unknown_backend": (["--data", "sklearn:wine", "--backend", "dask"], "unknown backend 'dask'"),
-        "initial_too_small": (["--data", "sklearn:wine", "--initial", "1"], "--initial must be >= 2"),
+        "initial_too_small": (["--data", "sklearn:wine", "--initial", "1"], "--initial must be 0 (cold start) or >= 2"),
+        "unknown_protocol": (["--data", "sklearn:wine", "--protocol", "warm"], "unknown protocol 'warm'"),
+        "imbalance_ratio_out_of_range": (["--data", "sklearn:wine?imbalance=1.5"], "imbalance ratio must be in (0, 1)"),
+        "imbalance_too_large": (["--data", "sklearn:wine?imbalance=0.6"], "is too large for 3 classes"),
+        "unknown_transform": (["--data", "sklearn:wine?imbalanse=0.1"], "unknown dataset transform 'imbalanse'"),
+        "unknown_metric": (["--data", "sklearn:wine", "--metric", "auc"], "unknown metric 'auc'"),
+        "cold_start_needs_model": (["--data", "sklearn:wine", "--cold-start", "margin"], "needs a model itself"),
         "same_name_twice": (["--data", "sklearn:wine", "wine"], "two datasets are named 'wine'"),
     }
 
 
 BAD_IDS = ["csv_text_cell", "npz_nan", "one_class", "budget_too_big", "unknown_strategy", "unknown_dataset",
            "text_without_X", "images_without_X", "splits_two_datasets", "unknown_learner", "unknown_backend",
-           "initial_too_small", "same_name_twice"]
+           "initial_too_small", "same_name_twice", "unknown_protocol", "imbalance_ratio_out_of_range",
+           "imbalance_too_large", "unknown_transform", "unknown_metric", "cold_start_needs_model"]
 
 
 @pytest.mark.parametrize("case", BAD_IDS)

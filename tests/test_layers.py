@@ -24,7 +24,7 @@ PACKAGES = {"metaal": "metaal", "envs": "metaal.envs", "agents": "metaal.agents"
 
 LAYERS: list[tuple[str, ...]] = [
     ("metaal", "metaal.errors"),
-    ("metaal.dataset", "metaal.data", "metaal.synthetic", "metaal.featurize", "metaal.store"),
+    ("metaal.dataset", "metaal.data", "metaal.synthetic", "metaal.featurize", "metaal.store", "metaal.protocols"),
     ("metaal.learners", "metaal.torch_learners"),
     ("metaal.scores", "metaal.geometry", "metaal.stopping"),
     ("metaal.state",),

@@ -3,7 +3,8 @@
 ::
 
     metaal evaluate [--policy default|PATH] [--data GROUP|NAME ...] [--strategies random,margin,...]
-                    [--budgets 50 200] [--seeds 20] [--learner logreg] [--jobs 2] --out DIR
+                    [--protocol standard|cold|batch|imbalanced] [--budgets 50 200] [--seeds 20]
+                    [--learner logreg] [--jobs 2] --out DIR
 
 ``evaluate`` runs the policy and the heuristics with the default protocol (the same splits as
 ``metaal compare``) and writes, per budget, ``DIR/<learner>_b<B>/`` (curves.csv, summary.csv,
@@ -13,6 +14,12 @@ at p < 0.05) and against ``random``. The budget is capped at each dataset's unla
 heuristics do not look at the budget, so their curve for a smaller budget is the prefix of the
 larger one: they run once at the largest budget and are cut (the policy sees ``budget_used`` and
 runs once per budget). :func:`merge_results` joins evaluations run on disjoint groups of datasets.
+
+``--protocol`` (:mod:`metaal.protocols`) sets the initial set, the budget (unless ``--budgets``
+is given), the batch size, the class-imbalance transform and the headline metric (macro-F1 AULC
+for ``imbalanced``: then every AULC, rank and test uses it). With ``random`` and ``oracle`` among
+the strategies, each dataset's entries get ``norm_aulc`` (0 = random, 1 = the oracle) and the
+aggregate its mean; every entry has its seconds per query.
 """
 from __future__ import annotations
 
@@ -29,8 +36,17 @@ from metaal.agents.policy_file import resolve_policy_path
 from metaal.agents.train import read_split
 from metaal.data import load_dataset, make_split
 from metaal.errors import ConfigError, PolicyError
+from metaal.experiments.compare import add_protocol_arguments, apply_protocol
 from metaal.experiments.report import write_report
-from metaal.experiments.runner import check_size, check_strategies, resolve_jobs, run_cells
+from metaal.experiments.runner import (
+    check_size,
+    check_strategies,
+    headline_aulc,
+    norm_aulc_means,
+    resolve_jobs,
+    run_cells,
+)
+from metaal.protocols import Protocol, resolve
 from metaal.strategies import parse_list
 
 
@@ -44,9 +60,10 @@ def register(subparsers: Any) -> None:
                    help="a split group (meta_test, validation, meta_train) or dataset names/paths (meta_test)")
     e.add_argument("--strategies", default="random,margin,entropy,least_confident",
                    help="comma-separated heuristics to compare with (random,margin,entropy,least_confident)")
-    e.add_argument("--budgets", nargs="+", type=int, default=[50, 200], help="budgets (50 200)")
+    e.add_argument("--budgets", nargs="+", type=int, default=None,
+                   help="budgets (the protocol's budget with --protocol, else 50 200)")
     e.add_argument("--seeds", type=int, default=20, help="seeds 0..S-1 per dataset (20)")
-    e.add_argument("--initial", type=int, default=10, help="initial labeled set (10)")
+    add_protocol_arguments(e)
     e.add_argument("--learner", default="logreg", help="learner (logreg)")
     e.add_argument("--jobs", type=int, default=2, help="parallel workers, -1 for all cores (2)")
     e.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -102,8 +119,16 @@ def evaluate_policy(
     out: "str | Path" = "eval",
     progress: bool = True,
     plot: bool = True,
+    protocol: "Protocol | str | None" = None,
+    batch_size: int = 1,
+    metric: str = "accuracy",
+    cold_fallback: str = "random",
 ) -> dict[str, Any]:
     """Run the evaluation described in the module docstring; returns the ``results.json`` dict.
+
+    :param protocol: a :class:`~metaal.protocols.Protocol` or a name: its imbalance transform
+        applies to the datasets; ``initial``, ``batch_size`` and ``metric`` are taken as given (the
+        command line fills them from the protocol).
 
     The policy is checked before anything runs: a missing file is an error; one that cannot be
     loaded runs its fallback heuristic under the name ``policy:PATH(fallback=margin)``.
@@ -123,7 +148,10 @@ def evaluate_policy(
     specs = resolve_datasets(datasets)
     check_size(len(specs), len(heur) + 1, seeds)
     out.mkdir(parents=True, exist_ok=True)
-    loaded = [load_dataset(sp) for sp in specs]
+    proto = resolve(protocol if isinstance(protocol, str) or protocol is None else protocol.name,
+                    initial=initial, batch_size=batch_size, metric=metric,
+                    budget=max(budgets) if budgets else None)
+    loaded = proto.apply([load_dataset(sp) for sp in specs])
     names = [ds.name for ds in loaded]  # what the curves are keyed by ("sklearn:wine" -> "wine")
     if len(set(names)) != len(names):
         raise ConfigError(f"two of the datasets have the same name: {', '.join(names)}")
@@ -139,35 +167,45 @@ def evaluate_policy(
     groups: dict[int, list[str]] = {}
     for n in names:
         groups.setdefault(eff[(n, budgets[-1])], []).append(n)
-    for B, dsn in groups.items():
-        cs = run_cells([data_of[n] for n in dsn], heur, seeds=seeds, budget=B, initial=initial, learner=learner,
-                       jobs=jobs, progress=progress)
+    cell_kw = dict(initial=initial, learner=learner, jobs=jobs, progress=progress, batch_size=batch_size,
+                   metric=metric, cold_fallback=cold_fallback)
+    # a batch curve is cut only at whole batches: with batches the heuristics run once per budget too
+    cut_ok = batch_size == 1
+    for B, dsn in groups.items() if cut_ok else []:
+        cs = run_cells([data_of[n] for n in dsn], heur, seeds=seeds, budget=B, **cell_kw)
         for b in budgets:
             for c in cs:
                 curves[b].append(_cut(c, eff[(c.dataset, b)]))
-    # the policy: once per (effective) budget
+    # the policy (and, with batches, the heuristics): once per (effective) budget
     for b in budgets:
         groups = {}
         for n in names:
             groups.setdefault(eff[(n, b)], []).append(n)
         for B, dsn in groups.items():
-            curves[b] += run_cells([data_of[n] for n in dsn], [pol], seeds=seeds, budget=B, initial=initial,
-                                   learner=learner, jobs=jobs, progress=progress)
+            curves[b] += run_cells([data_of[n] for n in dsn], [pol] if cut_ok else [pol] + heur, seeds=seeds,
+                                   budget=B, **cell_kw)
     order = {s: i for i, s in enumerate([pol] + heur)}
     results: dict[str, Any] = {"policy": pol, "learner": learner, "seeds": seeds, "initial": initial,
-                               "datasets": names, "budgets": {}, "strategies": [pol] + heur}
+                               "datasets": names, "budgets": {}, "strategies": [pol] + heur,
+                               "protocol": proto.name, "batch_size": batch_size, "metric": metric}
+    prefix = "" if proto.name == "standard" else f"{proto.name}_"
     for b in budgets:
         cs = sorted(curves[b], key=lambda c: (names.index(c.dataset), order[c.strategy], c.seed))
-        rep = write_report(cs, out / f"{learner}_b{b}", arguments={"budget": b, "learner": learner, "seeds": seeds},
-                           plot=plot)
+        rep = write_report(cs, out / f"{prefix}{learner}_b{b}",
+                           arguments={"budget": b, "learner": learner, "seeds": seeds, "protocol": proto.name,
+                                      "initial": initial, "batch_size": batch_size, "metric": metric},
+                           plot=plot, metric=metric)
         rows = rep["rows"]
-        aulc = {(c.dataset, c.strategy, c.seed): c.aulc for c in cs}
+        aulc = {(c.dataset, c.strategy, c.seed): headline_aulc(c, metric) for c in cs}
+        key = "aulc_f1_mean" if metric == "macro_f1" else "aulc_mean"
         per_ds: dict[str, Any] = {}
         for n in names:
             entry: dict[str, Any] = {"budget": eff[(n, b)]}
             for s in [pol] + heur:
                 r = next(r for r in rows if r["dataset"] == n and r["strategy"] == s)
-                entry[s] = {"aulc": r["aulc_mean"], "aulc_std": r["aulc_std"], "rank": r["mean_rank"]}
+                sd = float(np.std([aulc[(n, s, k)] for k in range(seeds)]))
+                entry[s] = {"aulc": r[key], "aulc_std": sd, "rank": r["mean_rank"],
+                            "norm_aulc": r["norm_aulc"], "query_seconds": r["query_seconds"]}
             m = np.array([aulc[(n, "margin", s)] for s in range(seeds)])
             for s in [pol] + heur:
                 if s == "margin":
@@ -183,7 +221,7 @@ def evaluate_policy(
         results["budgets"][str(b)] = {
             "aggregate": agg,
             "per_dataset": per_ds,
-            "plot": str(out / f"{learner}_b{b}" / "curves.png"),
+            "plot": str(out / f"{prefix}{learner}_b{b}" / "curves.png"),
         }
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(results_markdown(results))
@@ -200,7 +238,12 @@ def aggregate(per_ds: dict[str, dict[str, Any]], strategies: list[str]) -> dict[
         wtl = [per_ds[n][s].get("vs_margin") for n in names]
         agg[s] = {"mean_aulc": float(np.mean([per_ds[n][s]["aulc"] for n in names])),
                   "mean_rank": float(np.mean([per_ds[n][s]["rank"] for n in names])),
-                  "wins": wtl.count("win"), "ties": wtl.count("tie"), "losses": wtl.count("loss")}
+                  "wins": wtl.count("win"), "ties": wtl.count("tie"), "losses": wtl.count("loss"),
+                  "query_seconds": float(np.mean([per_ds[n][s].get("query_seconds", np.nan) for n in names]))}
+    norm = norm_aulc_means([{"strategy": s, "norm_aulc": per_ds[n][s].get("norm_aulc", np.nan)}
+                            for n in names for s in strategies])
+    for s, v in norm.items():
+        agg[s]["mean_norm_aulc"] = v
     if "random" in strategies:
         agg[pol]["beats_random_mean"] = int(sum(per_ds[n][pol]["aulc"] > per_ds[n]["random"]["aulc"] for n in names))
         agg[pol]["beats_random_sig"] = int(sum(per_ds[n][pol].get("vs_random") == "win" for n in names))
@@ -237,18 +280,25 @@ def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
 def results_markdown(res: dict[str, Any]) -> str:
     """Markdown tables of an evaluation (aggregate, then per dataset)."""
     pol = res["policy"]
-    lines = [f"### learner `{res['learner']}`, {res['seeds']} seeds, {len(res['datasets'])} datasets", ""]
+    proto, metric = res.get("protocol", "standard"), res.get("metric", "accuracy")
+    what = "macro-F1 AULC" if metric == "macro_f1" else "AULC"
+    lines = [f"### protocol `{proto}`, learner `{res['learner']}`, {res['seeds']} seeds, "
+             f"{len(res['datasets'])} datasets", ""]
     for b, r in res["budgets"].items():
+        norm = any("mean_norm_aulc" in a for a in r["aggregate"].values())
         lines += [f"#### budget {b}", "",
-                  "| strategy | mean AULC | mean rank | vs margin W/T/L (Wilcoxon p<0.05) | beats random (mean AULC) |",
-                  "|---|---|---|---|---|"]
+                  f"| strategy | mean {what} |" + (" mean norm AULC |" if norm else "")
+                  + " mean rank | vs margin W/T/L (Wilcoxon p<0.05) | beats random (mean AULC) | s/query |",
+                  "|---|---|---|---|---|---|" + ("---|" if norm else "")]
         per = r["per_dataset"]
         for s, a in r["aggregate"].items():
             wtl = "-" if s == "margin" else f"{a['wins']}/{a['ties']}/{a['losses']}"
             beats = "-"
             if s != "random" and all("random" in e for e in per.values()):
                 beats = f"{sum(e[s]['aulc'] > e['random']['aulc'] for e in per.values())}/{len(per)}"
-            lines.append(f"| {s} | {a['mean_aulc']:.4f} | {a['mean_rank']:.2f} | {wtl} | {beats} |")
+            nrm = (f" {a['mean_norm_aulc']:.3f} |" if "mean_norm_aulc" in a else " - |") if norm else ""
+            sec = a.get("query_seconds", float("nan"))
+            lines.append(f"| {s} | {a['mean_aulc']:.4f} |{nrm} {a['mean_rank']:.2f} | {wtl} | {beats} | {sec:.4f} |")
         a = r["aggregate"][pol]
         if "beats_random_mean" in a:
             n = len(res["datasets"])
@@ -272,8 +322,16 @@ def results_markdown(res: dict[str, Any]) -> str:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    budgets = args.budgets
+    if budgets is not None:  # the protocol's budget is overridden by --budgets
+        args.budget = max(budgets)
+    named = args.protocol is not None
+    proto = apply_protocol(args)
+    if budgets is None:  # without --protocol, the budget sweep of the standard evaluation
+        budgets = [proto.budget] if named else [50, 200]
     strategies = parse_list(args.strategies)
-    res = evaluate_policy(args.policy, args.data, strategies, args.budgets, args.seeds, args.initial, args.learner,
-                          args.jobs, args.out, progress=not args.no_progress)
+    res = evaluate_policy(args.policy, args.data, strategies, budgets, args.seeds, args.initial, args.learner,
+                          args.jobs, args.out, progress=not args.no_progress, protocol=proto,
+                          batch_size=proto.batch_size, metric=proto.metric, cold_fallback=args.cold_start)
     print(results_markdown(res))
     return 0

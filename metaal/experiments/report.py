@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from metaal.experiments.runner import CURVE_COLUMNS, SUMMARY_COLUMNS, mean_curves, summarize
+from metaal.experiments.runner import CURVE_COLUMNS, SUMMARY_COLUMNS, mean_curves, norm_aulc_means, summarize
 from metaal.loop.simulate import Curve
 
 
@@ -174,15 +174,23 @@ def _stop_cell(r: dict[str, Any]) -> str:
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """A plain-text table of the summary rows (dataset, strategy, AULC mean +- std, final
-    accuracy, the stopping rule's mean labels and accuracy at its stop with the seeds where it
-    fired, mean rank, ms per query)."""
-    head = ["dataset", "strategy", "AULC", "final acc", "stop at (acc)", "mean rank", "ms/query"]
+    """A plain-text table of the summary rows (dataset, strategy, AULC mean +- std, macro-F1
+    AULC, ``norm_aulc`` where random and oracle ran, final accuracy, the stopping rule's mean
+    labels and accuracy at its stop with the seeds where it fired, mean rank, ms per query),
+    then, with ``norm_aulc``, its mean per strategy. The headline metric (``rows[i]["metric"]``)
+    is marked with ``*``."""
+    f1_head = any(r.get("metric") == "macro_f1" for r in rows)
+    has_norm = any(np.isfinite(r.get("norm_aulc", float("nan"))) for r in rows)
+    head = ["dataset", "strategy", "AULC" + ("" if f1_head else "*"), "F1 AULC" + ("*" if f1_head else "")]
+    head += ["norm AULC"] if has_norm else []
+    head += ["final acc", "stop at (acc)", "mean rank", "ms/query"]
     body = [
         [
             str(r["dataset"]),
             str(r["strategy"]),
             f"{r['aulc_mean']:.4f} +- {r['aulc_std']:.4f}",
+            f"{r['aulc_f1_mean']:.4f}",
+            *([f"{r['norm_aulc']:.3f}" if np.isfinite(r["norm_aulc"]) else "-"] if has_norm else []),
             f"{r['final_accuracy']:.4f}",
             _stop_cell(r),
             f"{r['mean_rank']:.2f}",
@@ -195,11 +203,17 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
     )
     lines = [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(b) for b in body]
+    if has_norm:
+        means = norm_aulc_means(rows)
+        lines += ["", "mean norm AULC (0 = random, 1 = oracle): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in sorted(means.items(), key=lambda kv: -kv[1]))]
+    lines += ["", f"* headline metric: {'macro-F1' if f1_head else 'accuracy'}"]
     return "\n".join(lines)
 
 
 def write_report(
-    curves: Sequence[Curve], out: str | Path, arguments: dict[str, Any] | None = None, plot: bool = True
+    curves: Sequence[Curve], out: str | Path, arguments: dict[str, Any] | None = None, plot: bool = True,
+    metric: str = "accuracy",
 ) -> dict[str, Any]:
     """Write every report file of a comparison into ``out`` (created if needed).
 
@@ -208,7 +222,7 @@ def write_report(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = summarize(curves)
+    rows = summarize(curves, metric)
     paths: dict[str, Any] = {
         "rows": rows,
         "curves_csv": write_curves_csv(curves, out / "curves.csv"),
@@ -216,6 +230,6 @@ def write_report(
         "summary_json": out / "summary.json",
         "tb": out / "tb",
         "tb_runs": write_tensorboard(curves, out / "tb"),
-        "plot": plot_curves(curves, out / "curves.png") if plot else None,
+        "plot": plot_curves(curves, out / "curves.png", metric=metric) if plot else None,
     }
     return paths

@@ -29,9 +29,10 @@ from metaal.data import Dataset, Split, load_dataset, make_split
 from metaal.errors import ConfigError, MetaalError
 from metaal.learners import LEARNERS
 from metaal.loop.simulate import Curve, simulate
+from metaal.protocols import check_metric
 from metaal.state import Task
 from metaal.stopping import DEFAULT_THRESHOLD, DEFAULT_WINDOW, StabilizingPredictions
-from metaal.strategies import get, parse_list
+from metaal.strategies import COLD_FALLBACK, get, names, needs_model, parse_list, reads_truth
 
 BACKENDS = ("joblib", "ray")
 CURVE_COLUMNS = ["dataset", "strategy", "seed", "n_labeled", "accuracy", "macro_f1"]
@@ -40,12 +41,15 @@ SUMMARY_COLUMNS = [
     "strategy",
     "aulc_mean",
     "aulc_std",
+    "aulc_f1_mean",
+    "norm_aulc",
     "final_accuracy",
     "stop_labels_mean",
     "stop_accuracy_mean",
     "stop_fired",
     "mean_rank",
     "query_seconds",
+    "cold_picks_mean",
 ]
 RAY_HINT = "pip install metaal[ray]"
 MAX_SEEDS = 10_000  # seeds per dataset: every (dataset, seed) task is built before the first cell
@@ -156,6 +160,17 @@ def check_size(n_datasets: int, n_strategies: int, seeds: "int | Sequence[int]")
         )
 
 
+def check_cold_fallback(name: str) -> None:
+    """The cold-start fallback must be a model-free strategy (``random``, ``coreset``, ...).
+
+    :raises ConfigError: naming it otherwise.
+    """
+    strat = get(name)
+    if needs_model(strat) or reads_truth(strat):
+        free = [n for n in names() if not needs_model(get(n)) and not reads_truth(get(n))]
+        raise ConfigError(f"--cold-start {name!r} needs a model itself; use a model-free strategy ({', '.join(free)})")
+
+
 def check_learner(learner: Any) -> None:
     if isinstance(learner, str) and learner not in LEARNERS:
         raise ConfigError(f"unknown learner {learner!r} (known: {', '.join(LEARNERS)})")
@@ -242,9 +257,12 @@ def prepare_tasks(
 def run_cell(
     task: Any, strategy: str, budget: int, learner: Any = "logreg", batch_size: int = 1,
     stop: tuple[int, float] = (DEFAULT_WINDOW, DEFAULT_THRESHOLD),
+    cold_fallback: str = COLD_FALLBACK, metric: str = "accuracy",
 ) -> Curve:
     """Simulate ``strategy`` (a registry name, built here) on ``task`` with ``budget`` labels;
-    ``stop`` is the stopping rule's ``(window, threshold)``.
+    ``stop`` is the stopping rule's ``(window, threshold)``, ``cold_fallback`` the model-free
+    strategy that picks before two classes are labeled, ``metric`` the headline (the oracle's
+    target).
 
     BLAS runs single-threaded so the curve does not depend on how many cells share the machine.
     """
@@ -254,7 +272,7 @@ def run_cell(
         strat = build_strategy(strategy)
         curve = simulate(
             task, strat, budget, learner=learner, batch_size=batch_size, seed=int(task.seed),
-            stop_window=int(stop[0]), stop_threshold=float(stop[1]),
+            stop_window=int(stop[0]), stop_threshold=float(stop[1]), cold_fallback=cold_fallback, metric=metric,
         )
     curve.strategy = strategy  # the name as given (``policy:PATH`` keeps its path)
     curve.dataset = task.name
@@ -273,20 +291,21 @@ def _progress(total: int, enabled: bool) -> Any:
 
 def _run_local(
     jobs_: list[CellJob], tasks: dict, budget: int, learner: Any, batch_size: int, jobs: int, progress: bool,
-    stop: tuple[int, float] = (DEFAULT_WINDOW, DEFAULT_THRESHOLD),
+    stop: tuple[int, float] = (DEFAULT_WINDOW, DEFAULT_THRESHOLD), **cell_kw: Any,
 ) -> list[Curve]:
     out: list[Curve] = []
     with _progress(len(jobs_), progress) as bar:
         if jobs <= 1:
             for j in jobs_:
-                out.append(run_cell(tasks[j.task_key], j.strategy_name, budget, learner, batch_size, stop))
+                out.append(run_cell(tasks[j.task_key], j.strategy_name, budget, learner, batch_size, stop, **cell_kw))
                 bar.update(1)
         else:
             from joblib import Parallel, delayed
 
             par = Parallel(n_jobs=jobs, backend="loky", return_as="generator")
             gen = par(
-                delayed(run_cell)(tasks[j.task_key], j.strategy_name, budget, learner, batch_size, stop) for j in jobs_
+                delayed(run_cell)(tasks[j.task_key], j.strategy_name, budget, learner, batch_size, stop, **cell_kw)
+                for j in jobs_
             )
             for curve in gen:
                 out.append(curve)
@@ -296,7 +315,7 @@ def _run_local(
 
 def _run_ray(
     jobs_: list[CellJob], tasks: dict, budget: int, learner: Any, batch_size: int, jobs: int, progress: bool,
-    stop: tuple[int, float] = (DEFAULT_WINDOW, DEFAULT_THRESHOLD),
+    stop: tuple[int, float] = (DEFAULT_WINDOW, DEFAULT_THRESHOLD), **cell_kw: Any,
 ) -> list[Curve]:
     try:
         import ray
@@ -317,7 +336,8 @@ def _run_ray(
         remote = ray.remote(num_cpus=1, max_retries=0)(run_cell)
         refs_of_task = {key: ray.put(task) for key, task in tasks.items()}
         refs = [
-            remote.remote(refs_of_task[j.task_key], j.strategy_name, budget, learner, batch_size, stop) for j in jobs_
+            remote.remote(refs_of_task[j.task_key], j.strategy_name, budget, learner, batch_size, stop, **cell_kw)
+            for j in jobs_
         ]
         position = {ref: i for i, ref in enumerate(refs)}
         results: list[Curve | None] = [None] * len(refs)
@@ -358,6 +378,8 @@ def run_cells(
     progress: bool = False,
     stop_window: int = DEFAULT_WINDOW,
     stop_threshold: float = DEFAULT_THRESHOLD,
+    cold_fallback: str = COLD_FALLBACK,
+    metric: str = "accuracy",
 ) -> list[Curve]:
     """Run every cell dataset x strategy x seed and return the learning curves.
 
@@ -377,6 +399,9 @@ def run_cells(
     :param stop_window: window of the stopping rule recorded on every curve
         (:class:`~metaal.stopping.StabilizingPredictions`; ``Curve.stop_labels``).
     :param stop_threshold: its threshold on the mean kappa.
+    :param initial: 0 starts cold: a strategy that needs a model lets ``cold_fallback`` (a
+        model-free strategy name) pick until two classes are labeled.
+    :param metric: the headline metric (``accuracy`` or ``macro_f1``): what ``oracle`` maximizes.
     :returns: one :class:`~metaal.loop.Curve` per cell, sorted by (dataset, strategy, seed) in
         the given order; identical whatever ``jobs`` and ``backend`` are.
     :raises MetaalError: for any invalid input, before any cell runs.
@@ -387,6 +412,8 @@ def run_cells(
         raise ConfigError(f"--batch-size must be >= 1 (got {batch_size})")
     jobs = resolve_jobs(jobs)
     StabilizingPredictions(stop_window, stop_threshold)  # raises ConfigError for a bad window/threshold
+    check_metric(metric)
+    check_cold_fallback(cold_fallback)
     if splits is None:  # the numbers first: a policy loads in a second, a billion seeds never fit
         check_size(len(datasets), 1, seeds)
     names = check_strategies(strategies)
@@ -403,7 +430,8 @@ def run_cells(
     jobs_.sort(key=lambda j: j.sort_key)
     runner: Callable[..., list[Curve]] = _run_ray if backend == "ray" else _run_local
     stop = (int(stop_window), float(stop_threshold))
-    curves = runner(jobs_, tasks, budget, learner, batch_size, jobs, progress, stop)
+    curves = runner(jobs_, tasks, budget, learner, batch_size, jobs, progress, stop,
+                    cold_fallback=cold_fallback, metric=metric)
     # the backends keep submission order; sort again so the contract does not depend on that
     ds_pos = {ds.name: d for d, ds in enumerate(dsets)}
     st_pos = {name: s for s, name in enumerate(names)}
@@ -422,8 +450,14 @@ def _ordered_unique(values: Iterable[str]) -> list[str]:
     return out
 
 
-def rank_table(curves: Sequence[Curve]) -> dict[tuple[str, str], list[float]]:
-    """Ranks by AULC among the strategies of each (dataset, seed), 1 = best, ties averaged.
+def headline_aulc(curve: Curve, metric: str = "accuracy") -> float:
+    """A curve's AULC in the headline metric: accuracy, or macro-F1 (``metric="macro_f1"``)."""
+    return curve.aulc_f1 if metric == "macro_f1" else curve.aulc
+
+
+def rank_table(curves: Sequence[Curve], metric: str = "accuracy") -> dict[tuple[str, str], list[float]]:
+    """Ranks by AULC (in the headline ``metric``) among the strategies of each (dataset, seed),
+    1 = best, ties averaged.
 
     :returns: ``{(dataset, strategy): [rank for each seed]}``.
     """
@@ -434,20 +468,29 @@ def rank_table(curves: Sequence[Curve]) -> dict[tuple[str, str], list[float]]:
         groups.setdefault((c.dataset, int(c.seed)), []).append(c)
     ranks: dict[tuple[str, str], list[float]] = {}
     for (ds, _seed), group in groups.items():
-        r = rankdata([-c.aulc for c in group], method="average")
+        r = rankdata([-headline_aulc(c, metric) for c in group], method="average")
         for c, rk in zip(group, r):
             ranks.setdefault((ds, c.strategy), []).append(float(rk))
     return ranks
 
 
-def summarize(curves: Sequence[Curve]) -> list[dict[str, Any]]:
+def summarize(curves: Sequence[Curve], metric: str = "accuracy") -> list[dict[str, Any]]:
     """One row per (dataset, strategy), in the order of first appearance, with
     :data:`SUMMARY_COLUMNS`: mean and standard deviation (over seeds, ``ddof=0``) of the AULC,
     mean final accuracy (at the budget), the stopping rule's mean labels and mean accuracy at its
     stop over the seeds where it fired (nan where it fired on none) and on how many seeds it fired
     (``stop_fired``), mean rank by AULC among strategies on each dataset/seed (1 = best, ties
-    averaged) and mean seconds per query."""
-    ranks = rank_table(curves)
+    averaged) and mean seconds per query.
+
+    ``aulc_f1_mean`` is the mean AULC of the macro-F1 curve. With ``metric="macro_f1"`` (the
+    imbalanced protocol) ranks and ``norm_aulc`` use it instead of accuracy. ``norm_aulc`` =
+    (AULC - random's) / (oracle's - random's) of the means on the dataset, where ``random`` and
+    ``oracle`` both ran (0 = random, 1 = the oracle; nan otherwise, or when the oracle is not above
+    random). ``cold_picks_mean``: items a model-free fallback picked before two classes were
+    labeled (the cold start), mean over seeds.
+    """
+    check_metric(metric)
+    ranks = rank_table(curves, metric)
     rows = []
     for ds in _ordered_unique(c.dataset for c in curves):
         for st in _ordered_unique(c.strategy for c in curves if c.dataset == ds):
@@ -460,16 +503,36 @@ def summarize(curves: Sequence[Curve]) -> list[dict[str, Any]]:
                     "strategy": st,
                     "aulc_mean": float(aulc.mean()),
                     "aulc_std": float(aulc.std()),
+                    "aulc_f1_mean": float(np.mean([c.aulc_f1 for c in cs])),
+                    "norm_aulc": float("nan"),
                     "final_accuracy": float(np.mean([c.final_accuracy for c in cs])),
                     "stop_labels_mean": float(np.mean([c.stop_labels for c in fired])) if fired else float("nan"),
                     "stop_accuracy_mean": float(np.mean([c.stop_accuracy for c in fired])) if fired else float("nan"),
                     "stop_fired": len(fired),
                     "mean_rank": float(np.mean(ranks[(ds, st)])),
                     "query_seconds": float(np.mean([c.seconds_per_query for c in cs])),
+                    "cold_picks_mean": float(np.mean([c.cold_picks for c in cs])),
                     "n_seeds": len(cs),
+                    "metric": metric,
                 }
             )
+    key = "aulc_f1_mean" if metric == "macro_f1" else "aulc_mean"
+    for ds in {r["dataset"] for r in rows}:
+        by = {r["strategy"]: r for r in rows if r["dataset"] == ds}
+        if "random" in by and "oracle" in by:
+            lo, hi = by["random"][key], by["oracle"][key]
+            for r in by.values():
+                r["norm_aulc"] = float((r[key] - lo) / (hi - lo)) if hi > lo else float("nan")
     return rows
+
+
+def norm_aulc_means(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Mean ``norm_aulc`` per strategy over the datasets where it is defined."""
+    out: dict[str, list[float]] = {}
+    for r in rows:
+        if np.isfinite(r.get("norm_aulc", float("nan"))):
+            out.setdefault(str(r["strategy"]), []).append(float(r["norm_aulc"]))
+    return {k: float(np.mean(v)) for k, v in out.items()}
 
 
 def mean_curves(curves: Sequence[Curve]) -> dict[tuple[str, str], dict[str, np.ndarray]]:

@@ -84,7 +84,7 @@ from metaal.loop.simulate import evaluate, label_step, new_state, strategy_rng
 from metaal.state import ALState, Task, standardize
 from metaal.stopping import DEFAULT_THRESHOLD, DEFAULT_WINDOW, StabilizingPredictions, draw_stop_set, prediction_kappa
 from metaal.store import Store
-from metaal.strategies import FunctionStrategy, Strategy, get
+from metaal.strategies import FunctionStrategy, Strategy, get, reads_truth, with_cold_start
 
 COLD_START_REASON = "random (cold start)"
 
@@ -228,6 +228,8 @@ class ActiveLearner:
         if budget is None:
             budget = stored.get("budget")
         self.initial = int(initial)
+        if self.initial < 0:
+            raise ConfigError(f"initial must be >= 0 (got {self.initial})")
         self.budget = None if budget is None else int(budget)
         source = None
         self.dataset: Dataset | RawData | None
@@ -243,6 +245,11 @@ class ActiveLearner:
             if learner is not None and not isinstance(learner, (str, Learner)):
                 learner = _seeded(learner, self.seed)
             if classes is None:
+                if self.initial == 0:
+                    raise ConfigError(
+                        "initial=0 (the strategy picks from the first label) needs the class names up "
+                        "front: give classes=[...]"
+                    )
                 self.grow_classes = True
                 self.class_values = [_plain(v) for v in stored.get("class_values", stored.get("classes", []))]
                 self.classes = np.asarray([str(c) for c in stored.get("classes", [])], dtype=str)
@@ -302,13 +309,20 @@ class ActiveLearner:
             self.y_test = None
             self.initial_ids = None
             if self.budget is not None:
-                self.task.check_budget(self.budget, n_initial=max(self.initial, 2))
+                self.task.check_budget(self.budget, n_initial=self.initial and max(self.initial, 2))
         assert self.task.pool_ids is not None
         self.pool_ids = np.asarray(self.task.pool_ids, dtype=np.int64)
         self._pos = {int(r): i for i, r in enumerate(self.pool_ids)}
         self.X_pool, self.X_test = self.task.X_pool, self.task.X_test
         self._strategy_spec = strategy
-        self.strategy = get(strategy) if isinstance(strategy, str) else strategy
+        strat = get(strategy) if isinstance(strategy, str) else strategy
+        if reads_truth(strat):
+            raise ConfigError(
+                f"strategy {getattr(strat, 'name', strat)!r} reads the test labels: it is a reference for simulations "
+                "(metaal compare / evaluate), not a way to choose what a person labels"
+            )
+        # from zero initial labels, a strategy that needs a model lets a model-free one pick first
+        self.strategy = with_cold_start(strat)
         self.strategy_name = (
             strategy if isinstance(strategy, str) else getattr(strategy, "name", type(strategy).__name__)
         )
@@ -395,16 +409,20 @@ class ActiveLearner:
         n_cls = max(len(self.classes), 1)  # a growing class list may be empty before the first label
         lrn = make_learner(self.learner_spec, n_cls, seed=self.seed)
         names = self.classes if len(self.classes) else None
+        self._started = False
         return ALState(self.X_pool, n_cls, lrn, budget=self.budget, classes=names)
 
     def _is_initial_set(self, labels: np.ndarray) -> bool:
-        return len(labels) >= self.initial and len(np.unique(labels)) >= 2
+        """True when ``labels`` complete the initial set: ``initial`` labels of two classes, or
+        none at all for ``initial = 0`` (the strategy picks from the first label)."""
+        return self.initial == 0 or (len(labels) >= self.initial and len(np.unique(labels)) >= 2)
 
     def _start(self, pos: np.ndarray, labels: np.ndarray) -> None:
         """The cold start is over: the state :func:`new_state` builds with these initial labels
         (one fit on a fresh learner, ``budget`` counted from here) and the strategy reset on it
         with a fresh ``strategy_rng(seed)``, as :func:`~metaal.loop.simulate.simulate` does."""
         order = np.argsort(pos, kind="stable")  # pool order, as Task.initial
+        self._started = True
         self.state = new_state(
             self.task, self.learner_spec, budget=self.budget, seed=self.seed, initial=pos[order], labels=labels[order]
         )
@@ -426,7 +444,7 @@ class ActiveLearner:
         labs = np.array([lab for _, _, lab, _ in rows], dtype=np.int64)
         times = np.array([t for _, _, _, t in rows])
         ends = [int(j) + 1 for j in np.flatnonzero(times[1:] != times[:-1])] + ([len(rows)] if rows else [])
-        start = next((e for e in ends if self._is_initial_set(labs[:e])), None)
+        start = next((e for e in [0, *ends] if self._is_initial_set(labs[:e])), None)
         if start is None:  # still in the cold start
             self.state = self._cold_state()
             done = 0
@@ -450,7 +468,7 @@ class ActiveLearner:
         st = self.state
         n = st.n_labeled
         entries = [] if self.cold_start else [e for e in self._stop_entries if int(e[0]) <= n]
-        if (not self.cold_start and st.prev_pred is not None and n > st.n_initial
+        if (not self.cold_start and st.prev_pred is not None and n > st.n_initial and st.prev_model_ready
                 and (not entries or int(entries[-1][0]) < n)):
             stop = self._stop_set
             entries.append([n, prediction_kappa(st.prev_pred[stop], scores.predicted_class(st.proba[stop]))])
@@ -479,8 +497,8 @@ class ActiveLearner:
     @property
     def cold_start(self) -> bool:
         """True while the initial set is being labeled: fewer than ``initial`` labels or fewer than
-        two classes."""
-        return self.state.n_initial == 0
+        two classes (never for ``initial = 0``)."""
+        return not self._started
 
     @property
     def n_queried(self) -> int:

@@ -21,7 +21,7 @@ from metaal.errors import ConfigError
 from metaal.learners import Learner, make_learner
 from metaal.state import ALState, Task
 from metaal.stopping import DEFAULT_THRESHOLD, DEFAULT_WINDOW, StabilizingPredictions, draw_stop_set
-from metaal.strategies import Strategy, get
+from metaal.strategies import COLD_FALLBACK, Strategy, get, reads_truth, with_cold_start
 
 
 def new_state(
@@ -106,6 +106,10 @@ class Curve(CurveMetrics):
     (:class:`~metaal.stopping.StabilizingPredictions`): ``stop_labels``, the number of labels at
     which it first fired (None if it never did within the budget), ``stop_accuracy``, the test
     accuracy there (nan if it never fired), and ``stop_kappa``, the kappa of every refit.
+
+    From zero initial labels (the cold start) a strategy that needs a model lets a model-free one
+    pick until two classes are labeled (:class:`~metaal.strategies.ColdStart`): ``cold_picks``
+    counts those items and ``cold_fallback`` names that strategy ("" when it never picked).
     """
 
     dataset: str
@@ -122,6 +126,13 @@ class Curve(CurveMetrics):
     stop_labels: int | None = None
     stop_accuracy: float = float("nan")
     stop_kappa: list[float] = field(default_factory=list)
+    cold_picks: int = 0
+    cold_fallback: str = ""
+
+    @property
+    def aulc_f1(self) -> float:
+        """Area under the macro-F1 curve (the headline of the imbalanced protocol)."""
+        return float(np.mean(self.macro_f1))
 
     @property
     def total_reward(self) -> float:
@@ -149,6 +160,8 @@ def simulate(
     callback: Callable[[ALState, float, float], None] | None = None,
     stop_window: int = DEFAULT_WINDOW,
     stop_threshold: float = DEFAULT_THRESHOLD,
+    cold_fallback: "Strategy | str" = COLD_FALLBACK,
+    metric: str = "accuracy",
 ) -> Curve:
     """Run one active-learning experiment with a simulated oracle.
 
@@ -162,10 +175,17 @@ def simulate(
         evaluated on the stop set :func:`~metaal.stopping.draw_stop_set` ``(n_pool, seed)`` after every
         fit; it only records (``Curve.stop_labels``, ``stop_accuracy``): the curve goes on to the budget.
     :param stop_threshold: its threshold on the mean kappa.
+    :param cold_fallback: the model-free strategy that picks for a strategy that needs a model
+        while fewer than two classes are labeled (:class:`~metaal.strategies.ColdStart`).
+    :param metric: the headline metric (``accuracy`` or ``macro_f1``); only a reference that
+        reads the test labels (``oracle``) uses it, to pick what maximizes it.
     """
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1 (got {batch_size})")
     strat = get(strategy) if isinstance(strategy, str) else strategy
+    if reads_truth(strat):  # a simulation-only reference (oracle): it reads the task's labels
+        strat.bind_truth(task, learner, metric)
+    strat = with_cold_start(strat, cold_fallback)
     state = new_state(task, learner, budget=budget, seed=seed)
     rng = strategy_rng(seed)
     strat.reset(state, rng)
@@ -180,7 +200,9 @@ def simulate(
         f1s.append(f)
         ns.append(state.n_labeled)
         was = rule.stopped
-        if rule.update(scores.predicted_class(state.proba[stop_set]), state.n_labeled) and not was:
+        # only real models count: from a cold start, the first model fitted on two classes begins
+        if state.model_ready and rule.update(scores.predicted_class(state.proba[stop_set]), state.n_labeled) \
+                and not was:
             stop_accuracy = float(a)
         if callback is not None:
             callback(state, a, f)
@@ -209,4 +231,6 @@ def simulate(
         stop_labels=rule.stop_at,
         stop_accuracy=stop_accuracy,
         stop_kappa=list(rule.kappas),
+        cold_picks=int(getattr(strat, "cold_picks", 0)),
+        cold_fallback=str(strat.fallback.name) if getattr(strat, "cold_picks", 0) else "",
     )

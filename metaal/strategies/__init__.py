@@ -8,7 +8,12 @@ Registered heuristics: ``random``, ``least_confident``, ``margin``, ``entropy``
 (:mod:`~metaal.strategies.uncertainty`); ``qbc_vote``, ``qbc_kl``, ``bald``
 (:mod:`~metaal.strategies.committee`); ``egl``, ``badge`` (:mod:`~metaal.strategies.gradient`);
 ``density``, ``coreset``, ``dbal`` (:mod:`~metaal.strategies.diversity`); ``albl``
-(:mod:`~metaal.strategies.bandit`).
+(:mod:`~metaal.strategies.bandit`); ``oracle`` (:mod:`~metaal.strategies.oracle`), a reference
+that reads the test labels and runs in simulation only.
+
+A strategy that needs a model (:attr:`Strategy.needs_model`) runs behind
+:class:`ColdStart` in every loop: until two classes are labeled a model-free strategy
+(:data:`COLD_FALLBACK`, ``random``) picks for it.
 
 Users' strategies: ``module:Class`` and ``path.py:Class`` name a :class:`Strategy` subclass, and
 :class:`FunctionStrategy` wraps a plain function ``f(estimator, X_unlabeled) -> scores``
@@ -19,23 +24,31 @@ from metaal.strategies import (
     committee,  # noqa: F401  (registers qbc_vote, qbc_kl, bald)
     diversity,  # noqa: F401  (registers density, coreset, dbal)
     gradient,  # noqa: F401  (registers egl, badge)
+    oracle,  # noqa: F401  (registers oracle: simulation only, reads test labels)
     uncertainty,  # noqa: F401  (registers random, least_confident, margin, entropy)
 )
 from metaal.strategies.base import (
+    COLD_FALLBACK,
+    ColdStart,
     Strategy,
     check_k,
     get,
     load_strategy_class,
     names,
+    needs_model,
     parse_list,
+    reads_truth,
     register,
     register_factory,
     top_k,
+    with_cold_start,
 )
 from metaal.strategies.custom import FunctionStrategy
 from metaal.strategies.uncertainty import entropy_score, least_confident_score, margin_score
 
 __all__ = [
+    "COLD_FALLBACK",
+    "ColdStart",
     "FunctionStrategy",
     "Strategy",
     "check_k",
@@ -45,8 +58,11 @@ __all__ = [
     "load_strategy_class",
     "margin_score",
     "names",
+    "needs_model",
     "parse_list",
+    "reads_truth",
     "register",
     "register_factory",
     "top_k",
+    "with_cold_start",
 ]

@@ -32,6 +32,13 @@ class Strategy:
     name: ClassVar[str] = "base"
     #: True if :meth:`score` is meaningful (used by observers and the ALBL bandit).
     has_score: ClassVar[bool] = True
+    #: True if the strategy needs a model fitted on at least two classes
+    #: (:attr:`ALState.model_ready`); before that, :class:`ColdStart` lets a model-free fallback
+    #: pick. False for model-free strategies (random, k-center, typicality, coverage).
+    needs_model: ClassVar[bool] = True
+    #: True for references that read labels a real labeling loop does not have (``oracle``):
+    #: they run in simulation only (:meth:`bind_truth`) and ``all`` does not include them.
+    reads_truth: ClassVar[bool] = False
 
     def reset(self, state: ALState | None = None, rng: np.random.Generator | None = None) -> None:
         """Forget anything learned in a previous run."""
@@ -77,6 +84,99 @@ class Strategy:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+#: the model-free strategy that picks while a model-based one waits for two labeled classes
+COLD_FALLBACK = "random"
+
+
+class ColdStart(Strategy):
+    """``strategy`` with a cold start: while the state's model is not ready (fewer than two
+    classes labeled, :attr:`ALState.model_ready`) and ``strategy`` needs one
+    (:attr:`Strategy.needs_model`), the model-free ``fallback`` picks instead; afterwards
+    ``strategy`` does. :attr:`cold_picks` counts the items the fallback picked in this run (a
+    simulation's :class:`~metaal.loop.Curve` records it) and :attr:`is_fallback` says whether the
+    last pick was the fallback's (the labeling session records it per query).
+
+    Every other attribute (``name``, ``score``, state for resume, a learned policy's own fallback)
+    is the wrapped strategy's. In a run that never lacks a model (an initial set with two classes)
+    the fallback is never called, so the strategy's picks and its generator's stream are exactly
+    those of the strategy alone.
+    """
+
+    needs_model = False
+
+    def __init__(self, strategy: Strategy, fallback: "Strategy | str" = COLD_FALLBACK) -> None:
+        self.strategy = strategy
+        self.fallback = get(fallback) if isinstance(fallback, str) else fallback
+        if needs_model(self.fallback):
+            raise ConfigError(f"cold-start fallback {self.fallback.name!r} needs a model itself; use a model-free one")
+        self.cold_picks = 0
+        self.last_cold = False
+
+    def __getattr__(self, attr: str) -> Any:
+        # only called for attributes this wrapper does not have: the wrapped strategy's
+        if attr == "strategy":
+            raise AttributeError(attr)
+        return getattr(self.strategy, attr)
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return str(self.strategy.name)
+
+    @property
+    def has_score(self) -> bool:  # type: ignore[override]
+        return bool(self.strategy.has_score)
+
+    @property
+    def is_fallback(self) -> bool:
+        return self.last_cold or bool(getattr(self.strategy, "is_fallback", False))
+
+    @property
+    def fallback_name(self) -> str:
+        return str(self.fallback.name) if self.last_cold else str(getattr(self.strategy, "fallback_name", ""))
+
+    def reset(self, state: ALState | None = None, rng: np.random.Generator | None = None) -> None:
+        self.strategy.reset(state, rng)
+        self.cold_picks = 0
+        self.last_cold = False
+
+    def score(self, state: ALState) -> np.ndarray:
+        return self.strategy.score(state)
+
+    def select(self, state: ALState, k: int = 1, rng: np.random.Generator | None = None) -> np.ndarray:
+        self.last_cold = needs_model(self.strategy) and not state.model_ready
+        if not self.last_cold:
+            return self.strategy.select(state, k, rng)
+        picks = np.asarray(self.fallback.select(state, k, rng), dtype=np.int64).reshape(-1)
+        self.cold_picks += len(picks)
+        return picks
+
+    def get_state(self) -> dict[str, Any]:
+        return self.strategy.get_state()
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        self.strategy.set_state(state)
+
+    def __repr__(self) -> str:
+        return f"ColdStart({self.strategy!r}, fallback={self.fallback.name!r})"
+
+
+def with_cold_start(strategy: Strategy, fallback: "Strategy | str" = COLD_FALLBACK) -> Strategy:
+    """``strategy`` itself when it needs no model, else :class:`ColdStart` around it."""
+    if isinstance(strategy, ColdStart) or not needs_model(strategy):
+        return strategy
+    return ColdStart(strategy, fallback)
+
+
+def needs_model(strategy: Any) -> bool:
+    """:attr:`Strategy.needs_model` of any object with ``select`` (True when it does not say)."""
+    return bool(getattr(strategy, "needs_model", True))
+
+
+def reads_truth(strategy: Any) -> bool:
+    """:attr:`Strategy.reads_truth` of any object with ``select`` (False when it does not say)."""
+    return bool(getattr(strategy, "reads_truth", False))
 
 
 def check_k(k: int, n_unlabeled: int) -> int:
@@ -192,8 +292,8 @@ def parse_list(spec: str) -> list[str]:
     """Split a comma-separated strategy list; ``all`` expands to every registered heuristic."""
     out: list[str] = []
     for part in [p.strip() for p in spec.split(",") if p.strip()]:
-        if part == "all":
-            out.extend(n for n in names() if n not in out)
+        if part == "all":  # every heuristic; references that read test labels (oracle) only by name
+            out.extend(n for n in names() if n not in out and not reads_truth(_REGISTRY[n]))
         elif part not in out:
             out.append(part)
     if not out:

@@ -131,9 +131,14 @@ class CoreSet(Strategy):
 
     Reference: Sener & Savarese, "Active learning for convolutional neural networks: a core-set
     approach", ICLR 2018 (Algorithm 1, k-center greedy).
+
+    Needs no model: from zero labels every distance is infinite and the first pick is the first
+    unlabeled pool item (the pool is in the split's random order), then the farthest-first
+    traversal goes on.
     """
 
     name = "coreset"
+    needs_model = False
 
     def score(self, state: ALState) -> np.ndarray:
         return state.min_dist_labeled()[state.unlabeled_idx].copy()

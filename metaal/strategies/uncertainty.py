@@ -14,6 +14,7 @@ class RandomSampling(Strategy):
 
     name = "random"
     has_score = False
+    needs_model = False
 
     def select(self, state: ALState, k: int = 1, rng: np.random.Generator | None = None) -> np.ndarray:
         unl = state.unlabeled_idx
