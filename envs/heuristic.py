@@ -23,7 +23,7 @@ from gymnasium import spaces
 from metaal.envs.pool import PoolEnvBase
 from metaal.errors import ConfigError
 from metaal.observe import GLOBAL_HIGH, N_GLOBAL_FEATURES, Observer
-from metaal.strategies import get, names
+from metaal.strategies import get, names, with_cold_start
 from metaal.strategies.uncertainty import margin_score
 
 #: Default arms: cheap heuristics from distinct families.
@@ -53,7 +53,7 @@ class HeuristicEnv(PoolEnvBase):
         for h in hs:
             get(h)  # raises ConfigError for an unknown name
         self.heuristics = hs
-        self._strategies = [get(h) for h in hs]
+        self._strategies = [with_cold_start(get(h)) for h in hs]  # random picks before two classes
         H = len(hs)
         high = np.concatenate([GLOBAL_HIGH, np.ones(H, dtype=np.float32)])
         self.observation_space = spaces.Box(low=0.0, high=high, shape=(N_GLOBAL_FEATURES + H,), dtype=np.float32)
