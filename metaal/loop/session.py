@@ -467,10 +467,11 @@ class ActiveLearner:
         st = self.state
         n = st.n_labeled
         cold = self.cold_start
-        if cold or st.prev_pred is None or n <= st.n_initial:
+        if cold or n <= st.n_initial or (st.prev_proba is None and st.prev_pred is None):
             return n, cold, None, None
-        stop = self._stop_set
-        return n, cold, st.prev_pred[stop], scores.predicted_class(st.proba[stop])
+        stop = self._stop_set  # the stop set's rows only: no argmax over the pool
+        prev = scores.predicted_class(st.prev_proba[stop]) if st.prev_proba is not None else st.prev_pred[stop]
+        return n, cold, prev, scores.predicted_class(st.proba[stop])
 
     def _sync_stopping(self, snap: tuple[int, bool, np.ndarray | None, np.ndarray | None]) -> None:
         """Bring the stopping rule up to the state of :meth:`_stop_snapshot` ``snap``: keep the

@@ -115,11 +115,14 @@ def select_scored(
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Positions of the ``k`` largest scores, best first; ties keep the lower position first."""
-    s = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
+    s = np.asarray(scores, dtype=np.float64)
+    if k == 1 and len(s) > 1:  # one query: argmax's own rule, the first of the largest (no copy)
+        i = int(np.argmax(s))  # the first NaN if there is one; then the general case below
+        if np.isfinite(s[i]) and s[i] > np.finfo(np.float64).min:  # what nan_to_num would not move
+            return np.array([i], dtype=np.int64)
+    s = np.nan_to_num(s, nan=-np.inf)
     if k >= len(s):
         return np.argsort(-s, kind="stable")
-    if k == 1:  # the first of the largest: argmax's own rule (one query, a large pool: no partition)
-        return np.array([int(np.argmax(s))], dtype=np.int64)
     part = np.argpartition(-s, k - 1)[:k]
     # stable order among the chosen (ties broken by position) and include all tied at the boundary
     thr = s[part].min()
