@@ -181,6 +181,12 @@ class ActiveLearner:
     :param stop_threshold: its threshold on the mean kappa (the rule only reports; asking goes on).
     :param blas_threads: BLAS threads while refitting and choosing (default 1, as ``metaal
         compare`` runs its cells: small fits are fastest single-threaded; None leaves BLAS alone).
+    :param prefetch: after the initial set, choose the next item as soon as an answer is stored,
+        with the model from before that answer, and refit in a background thread meanwhile
+        (:meth:`teach`). An answer then costs the choice alone, whatever the pool size, but every
+        item is chosen by a model one answer older than ``metaal compare``'s, so the items differ
+        from compare's (the default, False, is exact). The mode is kept in the store (meta
+        ``prefetch``) and in :meth:`progress` (so in the export's ``report.json``).
     """
 
     def __init__(
@@ -202,8 +208,13 @@ class ActiveLearner:
         stop_window: int = DEFAULT_WINDOW,
         stop_threshold: float = DEFAULT_THRESHOLD,
         blas_threads: int | None = 1,
+        prefetch: bool = False,
     ) -> None:
         self._lock = threading.RLock()
+        #: True: the next item is chosen by the model before the answer while the refit runs
+        #: (opt-in; departs from ``metaal compare``'s order by one model version)
+        self.prefetch = bool(prefetch)
+        self._prefetched: list[QueryItem] = []  # the item chosen at the last answer (prefetch mode)
         #: BLAS threads while refitting and choosing (:func:`metaal.learners.blas_limit`; None: as is)
         self.blas_threads = blas_threads
         # the work an answer leaves for after the next item is handed out (see :meth:`flush`)
@@ -355,6 +366,9 @@ class ActiveLearner:
         if self.resumed and stored.get("budget") != self.budget:
             self.store.set_meta("budget", self.budget)
             self.meta = self.store.meta
+        if bool(self.meta.get("prefetch", False)) != self.prefetch:
+            self.store.set_meta("prefetch", self.prefetch)
+            self.meta = self.store.meta
         self._estimates: dict[bytes, dict[str, Any]] = {}
         self._stats: tuple[np.ndarray, np.ndarray] | None = None
         if self.api:
@@ -501,7 +515,8 @@ class ActiveLearner:
 
     @property
     def model(self) -> Learner:
-        """The learner fitted on every label so far."""
+        """The learner fitted on every label so far (in prefetch mode, while a refit runs in the
+        background, the one before: :meth:`flush` first)."""
         return self.state.learner
 
     @property
@@ -586,6 +601,8 @@ class ActiveLearner:
         if k < 1:
             raise ConfigError(f"k must be >= 1 (got {k})")
         with self._lock:
+            if k == 1 and self._prefetched:  # prefetch mode: chosen at the answer, the refit may still run
+                return list(self._prefetched)
             self._join_running()  # a second call while the last answer's evaluation runs waits for it
             try:
                 with blas_limit(self.blas_threads):
@@ -678,8 +695,13 @@ class ActiveLearner:
             raise LabelError(f"{len(ids_l)} ids but {len(labs)} labels")
         with self._lock:
             self.flush()  # the previous answer's evaluation first: the refit below changes the model
-            with blas_limit(self.blas_threads):
-                return self._teach(ids_l, labs, grown)
+            self._prefetched = []
+            try:
+                with blas_limit(self.blas_threads):
+                    return self._teach(ids_l, labs, grown)
+            finally:
+                if self._prefetched:  # prefetch mode: the next item is out, refit now
+                    self._start_after()
 
     def _teach(self, ids_l: list[int], labs: list[int], grown: list[Any] | None) -> int:
         """:meth:`teach` under the session's lock, the previous answer's work done: store the
@@ -715,6 +737,11 @@ class ActiveLearner:
 
             def evaluation() -> tuple[float | None, float | None]:
                 return self._evaluate(model)
+        elif self.prefetch:  # the next item from the model before this answer, the refit later
+            self.state.add_labels(pos, lab, refit=False)
+            self._prefetched = self._query_items(1)
+            self._after = self._refit_after_answer()
+            return len(new)
         else:  # the one labeling step of simulate and the environments (its evaluation later)
             evaluation = label_step_later(self.state, pos, lab, self.X_test, self._held_out_y())
         self._after = self._after_answer(evaluation)
@@ -808,8 +835,22 @@ class ActiveLearner:
         n, model, snap = self.state.n_labeled, self.model, self._stop_snapshot()
 
         def work() -> None:
-            self._checkpoint(*evaluation(), n=n, model=model)
+            with blas_limit(self.blas_threads):  # the session's thread waits for this one: no race
+                acc, f1 = evaluation()
+            self._checkpoint(acc, f1, n=n, model=model)
             self._sync_stopping(snap)
+
+        return work
+
+    def _refit_after_answer(self) -> Callable[[], None]:
+        """Prefetch mode: the refit on every label (the answer is stored and the next item chosen
+        already), then the work of :meth:`_after_answer`."""
+
+        def work() -> None:
+            with blas_limit(self.blas_threads):  # the session's thread waits for this one: no race
+                self.state.refit()
+                model = self.model
+                self._after_answer(lambda: self._evaluate(model))()
 
         return work
 
@@ -864,6 +905,7 @@ class ActiveLearner:
     def skip(self, item: int) -> None:
         """Never offer ``item`` again (recorded in the store)."""
         with self._lock:
+            self._prefetched = []
             self.store.skip(item)
 
     def undo(self) -> tuple[int, str] | None:
@@ -874,6 +916,7 @@ class ActiveLearner:
         """
         with self._lock:
             self.flush()
+            self._prefetched = []
             gone = self.store.undo()
             if gone is None:
                 return None
@@ -897,6 +940,7 @@ class ActiveLearner:
         from sklearn.model_selection import StratifiedKFold
 
         with self._lock:
+            self._join_running()  # prefetch mode: a refit may be running
             st = self.state
             pos, y = st.labeled_idx, st.y_labeled
             key = pos.tobytes() + b"|" + y.tobytes()
@@ -956,6 +1000,7 @@ class ActiveLearner:
                 "estimate": self.estimate() if len(self.test_ids) == 0 else None,
                 "stopping": self.stopping.to_dict(),
                 "evaluating": self.evaluating,
+                "prefetch": self.prefetch,
             }
 
     # -- the fitted model, modAL's habits ---------------------------------------------------------
@@ -984,12 +1029,14 @@ class ActiveLearner:
         """Class probabilities of rows ``X`` (raw features, an array or a DataFrame), ``(n, C)``,
         columns in the order of :attr:`classes`."""
         with self._lock:
+            self._join_running()  # prefetch mode: a refit may be running
             return self.model.predict_proba(self._features(X))
 
     def predict(self, X: Any) -> np.ndarray:
         """The predicted class of each row of ``X``, as the classes were given (the values of
         ``classes=`` or of the labels taught; class names for a session built with ``data=``)."""
         with self._lock:
+            self._join_running()
             idx = self.model.predict(self._features(X))
             vals = np.asarray(self.class_values if self.class_values else list(self.classes))
             return vals[idx]
@@ -999,6 +1046,7 @@ class ActiveLearner:
         :meth:`teach`; a label of no known class counts as wrong)."""
         y_l = [y] if np.ndim(y) == 0 else list(y)
         with self._lock:
+            self._join_running()
             pred = self.model.predict(self._features(X))
             if len(y_l) != len(pred):
                 raise DataError(f"X has {len(pred)} rows but y has {len(y_l)} labels")
