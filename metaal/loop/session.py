@@ -739,8 +739,8 @@ class ActiveLearner:
                 return self._evaluate(model)
         elif self.prefetch:  # the next item from the model before this answer, the refit later
             self.state.add_labels(pos, lab, refit=False)
+            self._after = self._refit_after_answer()  # first: the refit happens even if choosing fails
             self._prefetched = self._query_items(1)
-            self._after = self._refit_after_answer()
             return len(new)
         else:  # the one labeling step of simulate and the environments (its evaluation later)
             evaluation = label_step_later(self.state, pos, lab, self.X_test, self._held_out_y())
