@@ -35,11 +35,14 @@ _CHUNK = 16  # rows per block: small temporaries (large ones are slow to allocat
 _BLOCK_ELEMENTS = 16_384  # elements of one block of distances
 
 
-def pairwise_sq(A: np.ndarray, B: np.ndarray, sb: np.ndarray | None = None) -> np.ndarray:
+def pairwise_sq(
+    A: np.ndarray, B: np.ndarray, sb: np.ndarray | None = None, sa: np.ndarray | None = None
+) -> np.ndarray:
     """Squared Euclidean distances between rows of ``A`` (n, d) and ``B`` (m, d), ``(n, m)``,
-    as ``(|a|^2 + |b|^2) - 2 a.b`` (may be slightly negative); ``sb``: ``|b|^2`` ``(m,)`` when at
-    hand. Two ``(n, m)`` arrays are allocated, no more (large temporaries are slow to allocate)."""
-    sa = (A * A).sum(1)[:, None]
+    as ``(|a|^2 + |b|^2) - 2 a.b`` (may be slightly negative); ``sb``: ``|b|^2`` ``(m,)`` and
+    ``sa``: ``|a|^2`` ``(n,)`` when at hand (:func:`row_sq_norms`: the same values). Two ``(n, m)``
+    arrays are allocated, no more (large temporaries are slow to allocate)."""
+    sa = (A * A).sum(1)[:, None] if sa is None else sa[:, None]
     sb = (B * B).sum(1)[None, :] if sb is None else sb[None, :]
     ab = A @ B.T
     ab *= 2.0  # exact
@@ -87,6 +90,7 @@ class PoolGeometry:
         self._density = np.full(self.n, np.nan)
         self._ref: np.ndarray | None = None
         self._rank_sample: np.ndarray | None = None
+        self._sq_norms: np.ndarray | None = None
 
     @property
     def scale(self) -> float:
@@ -122,6 +126,13 @@ class PoolGeometry:
             self._rank_sample = rng.choice(self.n, size=min(self.n, 2 * size), replace=False)
         return self._rank_sample
 
+    @property
+    def sq_norms(self) -> np.ndarray:
+        """``|x|^2`` of every pool row ``(n,)`` (:func:`row_sq_norms`, computed once)."""
+        if self._sq_norms is None:
+            self._sq_norms = row_sq_norms(self.X)
+        return self._sq_norms
+
     def known_density(self) -> np.ndarray:
         """The densities computed so far, ``(n,)``, NaN where not (yet) computed."""
         return self._density
@@ -150,14 +161,28 @@ def _is_range(r: np.ndarray) -> bool:
     return len(r) > 0 and int(r[-1]) - int(r[0]) == len(r) - 1
 
 
-def update_min_dist(min_dist: np.ndarray, X: np.ndarray, new: np.ndarray) -> None:
+def row_sq_norms(X: np.ndarray) -> np.ndarray:
+    """``|x|^2`` of every row of ``X`` (n, d), ``(n,)``, in blocks of rows (small temporaries);
+    the same values, bit for bit, as :func:`pairwise_sq` computes for any block of the rows (a
+    row's sum does not depend on the rows around it)."""
+    out = np.empty(X.shape[0])
+    step = max(_BLOCK_ELEMENTS // max(X.shape[1], 1), 1)
+    for s in range(0, X.shape[0], step):
+        A = X[s : s + step]
+        out[s : s + step] = (A * A).sum(1)
+    return out
+
+
+def update_min_dist(min_dist: np.ndarray, X: np.ndarray, new: np.ndarray, sq: np.ndarray | None = None) -> None:
     """Fold the distances of every pool row of ``X`` (n, d) to the rows ``new`` (m,) into
     ``min_dist`` ``(n,)`` (the distance to the nearest labeled item), in place, in blocks of rows
-    (small temporaries)."""
+    (small temporaries). ``sq``: ``|x|^2`` of every row of ``X`` ``(n,)`` (:func:`row_sq_norms`,
+    :attr:`PoolGeometry.sq_norms`) when at hand: a new label then costs one pass of products
+    instead of also recomputing the pool's norms (the same distances, bit for bit)."""
     B = X[np.asarray(new, dtype=np.int64)]
     sb = (B * B).sum(1)
     step = max(_BLOCK_ELEMENTS // max(len(B), 1), 1)
     for s in range(0, X.shape[0], step):
-        d = pairwise_sq(X[s : s + step], B, sb)
+        d = pairwise_sq(X[s : s + step], B, sb, None if sq is None else sq[s : s + step])
         np.maximum(d, 0.0, out=d)
         np.minimum(min_dist[s : s + step], np.sqrt(d, out=d).min(axis=1), out=min_dist[s : s + step])

@@ -108,6 +108,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--delay", type=float, default=0.0, help="with --oracle: seconds before each answer")
     p.add_argument(
+        "--prefetch",
+        action="store_true",
+        help="choose the next item with the model before the answer while the refit runs: an answer costs "
+        "the choice alone at any pool size, but the items differ from 'metaal compare' by one model version "
+        "(kept in the store)",
+    )
+    p.add_argument(
         "--export", default=None, metavar="DIR", help="write labels (CSV, JSONL), model.joblib and report.png to DIR"
     )
 
@@ -163,6 +170,7 @@ def make_learner_from_args(args: argparse.Namespace) -> Any:
         test_size=args.test_size,
         classes=classes,
         budget=args.budget,
+        prefetch=args.prefetch,
     )
 
 
@@ -379,7 +387,7 @@ def create_app(al: Any) -> Any:
     page = (WEB_DIR / "index.html").read_text(encoding="utf-8")
     dataset_name = str(al.meta.get("dataset", ""))
 
-    def state() -> dict[str, Any]:
+    def state(wait: bool = True) -> dict[str, Any]:
         items = al.query_items(1)
         item = None
         if items:
@@ -389,7 +397,7 @@ def create_app(al: Any) -> Any:
             "dataset": Path(dataset_name).name,
             "classes": [str(c) for c in al.classes],
             "item": item,
-            "progress": al.progress(),
+            "progress": al.progress(wait=wait),  # wait=False: the answer's evaluation may still run
         }
 
     def error(exc: Exception, status: int = 400) -> Any:
@@ -415,7 +423,7 @@ def create_app(al: Any) -> Any:
             al.teach([int(payload["id"])], [payload["label"]])
         except (MetaalError, ValueError, TypeError) as exc:
             return error(exc)
-        return state()
+        return state(wait=False)  # the next item at once; the page asks /api/progress for the rest
 
     @app.post("/api/skip")
     def post_skip(payload: dict = Body(...)):  # noqa: ANN202, B008

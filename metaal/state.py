@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from sklearn import config_context
 
 from metaal.data import Dataset, Split, validate_split
 from metaal.errors import DataError, LabelError
@@ -132,6 +133,8 @@ class ALState:
         self.X_pool = np.asarray(X_pool, dtype=np.float64)
         if self.X_pool.ndim != 2:
             raise DataError(f"pool features must be 2-D, got shape {self.X_pool.shape}")
+        if not np.isfinite(self.X_pool).all():  # checked once: every refit predicts on the pool unchecked
+            raise DataError("pool features must be finite (NaN or infinite values found)")
         self.n_classes = int(n_classes)
         self.learner = learner
         self.budget = budget
@@ -145,7 +148,8 @@ class ALState:
         self.history: list[np.ndarray] = []  # one array of queried positions per step
         self.n_initial = 0
         self.proba: np.ndarray = np.full((n, self.n_classes), 1.0 / self.n_classes)
-        self.prev_pred: np.ndarray | None = None
+        self._pred: np.ndarray | None = None  # argmax of proba, made on first use
+        self._prev_pred: np.ndarray | None = None  # argmax of prev_proba, made on first use
         self.prev_proba: np.ndarray | None = None
         #: whether the model behind ``prev_proba`` was fitted on two classes (the stopping rule
         #: compares two real models only, never the cold start's label frequencies)
@@ -192,7 +196,23 @@ class ALState:
 
     @property
     def pred(self) -> np.ndarray:
-        return np.argmax(self.proba, axis=1)
+        """The current model's predicted class of every pool item ``(n_pool,)`` (argmax of
+        ``proba``; computed once per fit)."""
+        if self._pred is None:
+            self._pred = np.argmax(self.proba, axis=1)
+        return self._pred
+
+    @property
+    def prev_pred(self) -> np.ndarray | None:
+        """The predicted classes before the last refit ``(n_pool,)`` (argmax of ``prev_proba``,
+        computed on first use), None before the second fit."""
+        if self._prev_pred is None and self.prev_proba is not None:
+            self._prev_pred = np.argmax(self.prev_proba, axis=1)
+        return self._prev_pred
+
+    @prev_pred.setter
+    def prev_pred(self, pred: np.ndarray | None) -> None:
+        self._prev_pred = pred
 
     # -- updates --------------------------------------------------------------------------------
     def initialize(self, idx: np.ndarray, labels: np.ndarray) -> None:
@@ -226,7 +246,7 @@ class ALState:
         if record:
             self.history.append(idx.copy())
         if self._min_dist is not None:
-            update_min_dist(self._min_dist, self.X_pool, idx)
+            update_min_dist(self._min_dist, self.X_pool, idx, self.geometry.sq_norms)
         if refit:
             self.refit()
 
@@ -235,18 +255,22 @@ class ALState:
         first = self.learner.n_fits == 0
         m = self.labeled_mask
         self.learner.fit(self.X_pool[m], self.labels[m])
-        self.set_proba(self.learner.predict_proba(self.X_pool), first=first)
+        with config_context(assume_finite=True):  # the pool was checked once, in __init__
+            proba = self.learner.predict_proba(self.X_pool)
+        self.set_proba(proba, first=first)
 
     def set_proba(self, proba: np.ndarray, first: bool = False, pred: np.ndarray | None = None) -> None:
         """Install new pool probabilities ``(n_pool, C)`` after a fit (done by :meth:`refit`, or
         by a batched learner that fits many states at once): keeps the previous ones, drops the
         ``"fit:"`` cache entries. ``pred``: the current probabilities' argmax (:attr:`pred`) when
         the caller has it at hand."""
-        self.prev_pred = None if first else (self.pred if pred is None else pred)
+        # the previous argmax: given, else the cached one, else made from prev_proba when asked
+        self._prev_pred = None if first else (self._pred if pred is None else pred)
         self.prev_proba = None if first else self.proba
         self.prev_model_ready = (not first) and self._proba_ready
         self._proba_ready = self.model_ready
         self.proba = np.asarray(proba, dtype=np.float64)
+        self._pred = None
         for key in [k for k in self.cache if k.startswith("fit:")]:
             del self.cache[key]
 
@@ -276,7 +300,7 @@ class ALState:
         if self._min_dist is None:
             self._min_dist = np.full(self.n_pool, np.inf)
             if self.n_labeled:
-                update_min_dist(self._min_dist, self.X_pool, self.labeled_idx)
+                update_min_dist(self._min_dist, self.X_pool, self.labeled_idx, self.geometry.sq_norms)
         return self._min_dist
 
 

@@ -79,12 +79,13 @@ from metaal import scores
 from metaal.data import Dataset, load_dataset, make_split
 from metaal.errors import ConfigError, DataError, LabelError
 from metaal.featurize import RawData, load_npz_any
-from metaal.learners import Learner, make_learner
-from metaal.loop.simulate import evaluate, label_step, new_state, strategy_rng
+from metaal.learners import Learner, blas_limit, make_learner
+from metaal.loop.simulate import evaluate, label_step_later, new_state, strategy_rng
 from metaal.state import ALState, Task, standardize
 from metaal.stopping import DEFAULT_THRESHOLD, DEFAULT_WINDOW, StabilizingPredictions, draw_stop_set, prediction_kappa
 from metaal.store import Store
 from metaal.strategies import FunctionStrategy, Strategy, get, reads_truth, with_cold_start
+from metaal.strategies.base import select_scored
 
 COLD_START_REASON = "random (cold start)"
 
@@ -178,6 +179,14 @@ class ActiveLearner:
         replaces the store's.
     :param stop_window: window of the stopping rule (:class:`~metaal.stopping.StabilizingPredictions`).
     :param stop_threshold: its threshold on the mean kappa (the rule only reports; asking goes on).
+    :param blas_threads: BLAS threads while refitting and choosing (default 1, as ``metaal
+        compare`` runs its cells: small fits are fastest single-threaded; None leaves BLAS alone).
+    :param prefetch: after the initial set, choose the next item as soon as an answer is stored,
+        with the model from before that answer, and refit in a background thread meanwhile
+        (:meth:`teach`). An answer then costs the choice alone, whatever the pool size, but every
+        item is chosen by a model one answer older than ``metaal compare``'s, so the items differ
+        from compare's (the default, False, is exact). The mode is kept in the store (meta
+        ``prefetch``) and in :meth:`progress` (so in the export's ``report.json``).
     """
 
     def __init__(
@@ -198,8 +207,21 @@ class ActiveLearner:
         random_state: int | None = None,
         stop_window: int = DEFAULT_WINDOW,
         stop_threshold: float = DEFAULT_THRESHOLD,
+        blas_threads: int | None = 1,
+        prefetch: bool = False,
     ) -> None:
         self._lock = threading.RLock()
+        #: True: the next item is chosen by the model before the answer while the refit runs
+        #: (opt-in; departs from ``metaal compare``'s order by one model version)
+        self.prefetch = bool(prefetch)
+        self._prefetched: list[QueryItem] = []  # the item chosen at the last answer (prefetch mode)
+        #: BLAS threads while refitting and choosing (:func:`metaal.learners.blas_limit`; None: as is)
+        self.blas_threads = blas_threads
+        # the work an answer leaves for after the next item is handed out (see :meth:`flush`)
+        self._after: Callable[[], None] | None = None
+        self._after_thread: threading.Thread | None = None
+        self._after_error: BaseException | None = None
+        self._after_lock = threading.Lock()
         StabilizingPredictions(stop_window, stop_threshold)  # a bad window or threshold raises here
         self.stop_window, self.stop_threshold = int(stop_window), float(stop_threshold)
         #: True when built with ``X_pool=`` (modAL's habits: :meth:`query` returns pool indices)
@@ -358,6 +380,9 @@ class ActiveLearner:
         if self.resumed and stored.get("budget") != self.budget:
             self.store.set_meta("budget", self.budget)
             self.meta = self.store.meta
+        if bool(self.meta.get("prefetch", False)) != self.prefetch:
+            self.store.set_meta("prefetch", self.prefetch)
+            self.meta = self.store.meta
         self._estimates: dict[bytes, dict[str, Any]] = {}
         self._stats: tuple[np.ndarray, np.ndarray] | None = None
         if self.api:
@@ -365,7 +390,8 @@ class ActiveLearner:
         self._rng = strategy_rng(self.seed)
         self._stop_set = draw_stop_set(self.task.n_pool, self.seed)
         self._stop_entries: list[list[float]] = [list(e) for e in stored.get("stop_kappa", [])]
-        self._rebuild()
+        with blas_limit(self.blas_threads):
+            self._rebuild()
         self._restore_strategy_state()
 
     def position(self, item: int) -> int | None:
@@ -458,23 +484,44 @@ class ActiveLearner:
             self.state.add_labels(pos[cut:], labs[cut:], refit=True, record=False)
             bounds = [done] + [e for e in ends if e > done]
             self.state.history = [pos[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-        self._sync_stopping()
+        self._sync_stopping(self._stop_snapshot())
+        n = self.state.n_labeled
+        if rows and not any(p[0] == n for p in self.store.curve()):
+            # the curve point of the last answer, if a crash lost it (it is written after the
+            # next item is handed out): the same model, the same numbers
+            self._checkpoint(*self._evaluate(self.model), n=n, model=self.model)
 
-    def _sync_stopping(self) -> None:
-        """Bring the stopping rule up to the current state: keep the stored kappas of the labels
-        that are still there (none during the cold start), add the kappa of the last refit when
-        it is missing (a new answer, or one a crash did not record), store them when they changed,
-        and replay them into a fresh :class:`~metaal.stopping.StabilizingPredictions`."""
+    def _stop_snapshot(self) -> tuple[int, bool, np.ndarray | None, np.ndarray | None]:
+        """What the stopping rule needs from the current state, taken when the refit is done:
+        ``(n_labeled, cold_start, previous predictions (n_stop,), current predictions (n_stop,))``
+        on the stop set; the predictions None when this refit adds no kappa (the cold start, the
+        first fit after it)."""
         st = self.state
         n = st.n_labeled
-        entries = [] if self.cold_start else [e for e in self._stop_entries if int(e[0]) <= n]
-        if (not self.cold_start and st.prev_pred is not None and n > st.n_initial and st.prev_model_ready
-                and (not entries or int(entries[-1][0]) < n)):
-            stop = self._stop_set
-            entries.append([n, prediction_kappa(st.prev_pred[stop], scores.predicted_class(st.proba[stop]))])
+        cold = self.cold_start
+        if cold or n <= st.n_initial or (st.prev_proba is None and st.prev_pred is None) or not st.prev_model_ready:
+            # the cold start, the first fit after it, or a previous model of label frequencies only
+            return n, cold, None, None
+        stop = self._stop_set  # the stop set's rows only: no argmax over the pool
+        prev = scores.predicted_class(st.prev_proba[stop]) if st.prev_proba is not None else st.prev_pred[stop]
+        return n, cold, prev, scores.predicted_class(st.proba[stop])
+
+    def _sync_stopping(self, snap: tuple[int, bool, np.ndarray | None, np.ndarray | None]) -> None:
+        """Bring the stopping rule up to the state of :meth:`_stop_snapshot` ``snap``: keep the
+        stored kappas of the labels that are still there (none during the cold start), add the
+        kappa of the last refit when it is missing (a new answer, or one a crash did not record),
+        store them when they changed, and replay them into a fresh
+        :class:`~metaal.stopping.StabilizingPredictions`. Runs after an answer's next item is
+        handed out (possibly in the after-answer thread), so it publishes by swapping whole
+        objects (``_stop_entries``, ``stopping``): a concurrent :meth:`progress` sees the old rule
+        or the new one, never half of one."""
+        n, cold, prev, cur = snap
+        entries = [] if cold else [e for e in self._stop_entries if int(e[0]) <= n]
+        if prev is not None and cur is not None and (not entries or int(entries[-1][0]) < n):
+            entries.append([n, prediction_kappa(prev, cur)])
         if entries != self._stop_entries:
-            self._stop_entries = entries
             self.store.set_meta("stop_kappa", entries)
+            self._stop_entries = entries
         rule = StabilizingPredictions(self.stop_window, self.stop_threshold)
         for labels, kappa in entries:
             rule.add_kappa(kappa, int(labels))
@@ -487,7 +534,8 @@ class ActiveLearner:
 
     @property
     def model(self) -> Learner:
-        """The learner fitted on every label so far."""
+        """The learner fitted on every label so far (in prefetch mode, while a refit runs in the
+        background, the one before: :meth:`flush` first)."""
         return self.state.learner
 
     @property
@@ -572,67 +620,79 @@ class ActiveLearner:
         if k < 1:
             raise ConfigError(f"k must be >= 1 (got {k})")
         with self._lock:
-            st = self.state
-            out: list[QueryItem] = []
-            pending = self.store.pending()
-            for item, qid, reason, score in pending:
-                if len(out) == k:
-                    break
-                pos = self._pos[item]
-                if not st.labeled_mask[pos]:
-                    out.append(self._item(pos, reason, reason.endswith(")"), score, qid))
-            m = k - len(out)
-            if m == 0:
-                return out
-            if self.budget is not None and not self.cold_start:
-                # pending items (asked, not answered) count against the budget too
-                m = min(m, self.budget - st.n_queried - len(pending))
-                if m <= 0:
-                    return out
-            excluded = {self._pos[i] for i in self.store.skipped()} | {self._pos[p[0]] for p in pending}
-            free = np.array([p for p in st.unlabeled_idx if int(p) not in excluded], dtype=np.int64)
-            if free.size == 0:
-                return out
-            m = min(m, free.size)
-            scores: dict[int, float] = {}
-            rng_state = None
-            if self.cold_start:
-                reason, fallback = COLD_START_REASON, True
-                todo = np.zeros(0, dtype=np.int64)
-                if self.initial_ids is not None:  # the split's initial items, in the split's order
-                    fset = set(free.tolist())
-                    todo = np.array(
-                        [p for p in (self._pos[int(r)] for r in self.initial_ids) if p in fset], dtype=np.int64
-                    )
-                if todo.size:
-                    picks = todo[:m]
-                else:  # unlabeled data, or answers that hold a single class so far: random items
-                    picks = np.random.default_rng([self.seed, 0x5EED, self.store.n_queries]).permutation(free)[:m]
-                strategy_state = None
-            else:
-                n_unl = len(st.unlabeled_idx)
-                ask = min(n_unl, m + len(excluded & set(int(p) for p in st.unlabeled_idx)))
-                # the one generator stream of the run, as in simulate (saved with the query below)
-                chosen = np.asarray(self.strategy.select(st, ask, self._rng), dtype=np.int64).reshape(-1)
-                picks = np.array([p for p in chosen if int(p) not in excluded][:m], dtype=np.int64)
-                fallback = bool(getattr(self.strategy, "is_fallback", False))
-                fb_name = getattr(self.strategy, "fallback_name", "heuristic")
-                reason = f"{self.strategy_name} (fallback: {fb_name})" if fallback else self.strategy_name
-                if getattr(self.strategy, "has_score", False):
-                    try:
-                        s = np.asarray(self.strategy.score(st), dtype=np.float64)
-                        scores = {int(p): float(v) for p, v in zip(st.unlabeled_idx, s)}
-                    except (NotImplementedError, ValueError, TypeError):
-                        scores = {}
-                strategy_state = self.strategy.get_state()
-                rng_state = self._rng.bit_generator.state
-            sc = [scores.get(int(p)) for p in picks]
-            # the strategy's state after this choice, in the query's transaction (restored on resume)
-            qid = self.store.add_query(
-                [int(self.pool_ids[p]) for p in picks], reason, sc, strategy_state=strategy_state, rng_state=rng_state
-            )
-            out.extend(self._item(int(p), reason, fallback, s, qid) for p, s in zip(picks, sc))
+            if k == 1 and self._prefetched:  # prefetch mode: chosen at the answer, the refit may still run
+                return list(self._prefetched)
+            self._join_running()  # a second call while the last answer's evaluation runs waits for it
+            try:
+                with blas_limit(self.blas_threads):
+                    return self._query_items(k)
+            finally:
+                self._start_after()  # the next item is out: now the last answer's evaluation
+
+    def _query_items(self, k: int) -> list[QueryItem]:
+        """:meth:`query_items` under the session's lock and the BLAS limit."""
+        st = self.state
+        out: list[QueryItem] = []
+        pending = self.store.pending()
+        for item, qid, reason, score in pending:
+            if len(out) == k:
+                break
+            pos = self._pos[item]
+            if not st.labeled_mask[pos]:
+                out.append(self._item(pos, reason, reason.endswith(")"), score, qid))
+        m = k - len(out)
+        if m == 0:
             return out
+        if self.budget is not None and not self.cold_start:
+            # pending items (asked, not answered) count against the budget too
+            m = min(m, self.budget - st.n_queried - len(pending))
+            if m <= 0:
+                return out
+        # skipped and pending items are not offered again (a mask: no pool-size Python loop)
+        excluded = np.unique(np.array(
+            [self._pos[i] for i in self.store.skipped()] + [self._pos[p[0]] for p in pending], dtype=np.int64))
+        free_mask = ~st.labeled_mask
+        n_excluded_unlabeled = int(free_mask[excluded].sum()) if excluded.size else 0
+        free_mask[excluded] = False
+        n_free = int(free_mask.sum())
+        if n_free == 0:
+            return out
+        m = min(m, n_free)
+        sc: list[float | None] = [None] * m
+        rng_state = None
+        if self.cold_start:
+            reason, fallback = COLD_START_REASON, True
+            free = np.flatnonzero(free_mask)
+            todo = np.zeros(0, dtype=np.int64)
+            if self.initial_ids is not None:  # the split's initial items, in the split's order
+                todo = np.array(
+                    [p for p in (self._pos[int(r)] for r in self.initial_ids) if free_mask[p]], dtype=np.int64
+                )
+            if todo.size:
+                picks = todo[:m]
+            else:  # unlabeled data, or answers that hold a single class so far: random items
+                picks = np.random.default_rng([self.seed, 0x5EED, self.store.n_queries]).permutation(free)[:m]
+            strategy_state = None
+        else:
+            ask = min(st.n_pool - st.n_labeled, m + n_excluded_unlabeled)
+            # the one generator stream of the run, as in simulate (saved with the query below)
+            chosen, chosen_scores = select_scored(self.strategy, st, ask, self._rng)
+            keep = np.flatnonzero(free_mask[chosen])[:m]
+            picks = chosen[keep]
+            if chosen_scores is not None:
+                sc = [float(v) for v in chosen_scores[keep]]
+            fallback = bool(getattr(self.strategy, "is_fallback", False))
+            fb_name = getattr(self.strategy, "fallback_name", "heuristic")
+            reason = f"{self.strategy_name} (fallback: {fb_name})" if fallback else self.strategy_name
+            strategy_state = self.strategy.get_state()
+            rng_state = self._rng.bit_generator.state
+        sc = sc[: len(picks)]
+        # the strategy's state after this choice, in the query's transaction (restored on resume)
+        qid = self.store.add_query(
+            [int(self.pool_ids[p]) for p in picks], reason, sc, strategy_state=strategy_state, rng_state=rng_state
+        )
+        out.extend(self._item(int(p), reason, fallback, s, qid) for p, s in zip(picks, sc))
+        return out
 
     def teach(self, ids: "int | Sequence[int]", labels: "Any | Sequence[Any]") -> int:
         """Record answers and retrain; the answer that completes the initial set starts the
@@ -653,36 +713,58 @@ class ActiveLearner:
         if len(ids_l) != len(labs):
             raise LabelError(f"{len(ids_l)} ids but {len(labs)} labels")
         with self._lock:
-            if grown is not None:  # new classes: check the answers first, then grow and rebuild
-                self.store.validate(ids_l, labs, n_classes=len(grown))  # raises before any change
-                self._extend_classes(grown)
-            if self.budget is not None and not self.cold_start:
-                known = self.store.label_of()
-                n_new = len({i for i in ids_l if i not in known})
-                if self.state.n_queried + n_new > self.budget:
-                    raise LabelError(
-                        f"the budget of {self.budget} labels after the initial set is reached "
-                        f"({self.state.n_queried} given): start a session with a larger --budget"
-                    )
-            qids = {item: qid for item, qid, _, _ in self.store.pending()}
-            qid = qids.get(ids_l[0]) if ids_l else None
-            new = self.store.add_labels(ids_l, labs, query_id=qid)
-            if not new:
-                return 0
-            pos = np.array([self._pos[i] for i, _ in new], dtype=np.int64)
-            lab = np.array([lab for _, lab in new], dtype=np.int64)
-            if self.cold_start:
-                all_pos = np.concatenate([self.state.labeled_idx, pos])
-                all_lab = np.concatenate([self.state.labels[self.state.labeled_idx], lab])
-                if self._is_initial_set(all_lab):
-                    self._start(all_pos, all_lab)
-                else:
-                    self.state.add_labels(pos, lab)
-                self._checkpoint(*self.evaluate())
-            else:  # the one labeling step of simulate and the environments
-                self._checkpoint(*label_step(self.state, pos, lab, self.X_test, self._held_out_y()))
-            self._sync_stopping()
+            self.flush()  # the previous answer's evaluation first: the refit below changes the model
+            self._prefetched = []
+            try:
+                with blas_limit(self.blas_threads):
+                    return self._teach(ids_l, labs, grown)
+            finally:
+                if self._prefetched:  # prefetch mode: the next item is out, refit now
+                    self._start_after()
+
+    def _teach(self, ids_l: list[int], labs: list[int], grown: list[Any] | None) -> int:
+        """:meth:`teach` under the session's lock, the previous answer's work done: store the
+        answers (synchronously: an acknowledged label survives ``kill -9``), refit, and leave the
+        held-out evaluation, the curve point, the checkpoint and the stopping rule for
+        after the next item is handed out (:meth:`flush`)."""
+        if grown is not None:  # new classes: check the answers first, then grow and rebuild
+            self.store.validate(ids_l, labs, n_classes=len(grown))  # raises before any change
+            self._extend_classes(grown)
+        if self.budget is not None and not self.cold_start:
+            known = self.store.label_of()
+            n_new = len({i for i in ids_l if i not in known})
+            if self.state.n_queried + n_new > self.budget:
+                raise LabelError(
+                    f"the budget of {self.budget} labels after the initial set is reached "
+                    f"({self.state.n_queried} given): start a session with a larger --budget"
+                )
+        qids = {item: qid for item, qid, _, _ in self.store.pending()}
+        qid = qids.get(ids_l[0]) if ids_l else None
+        new = self.store.add_labels(ids_l, labs, query_id=qid)
+        if not new:
+            return 0
+        pos = np.array([self._pos[i] for i, _ in new], dtype=np.int64)
+        lab = np.array([lab for _, lab in new], dtype=np.int64)
+        if self.cold_start:
+            all_pos = np.concatenate([self.state.labeled_idx, pos])
+            all_lab = np.concatenate([self.state.labels[self.state.labeled_idx], lab])
+            if self._is_initial_set(all_lab):
+                self._start(all_pos, all_lab)
+            else:
+                self.state.add_labels(pos, lab)
+            model = self.model
+
+            def evaluation() -> tuple[float | None, float | None]:
+                return self._evaluate(model)
+        elif self.prefetch:  # the next item from the model before this answer, the refit later
+            self.state.add_labels(pos, lab, refit=False)
+            self._after = self._refit_after_answer()  # first: the refit happens even if choosing fails
+            self._prefetched = self._query_items(1)
             return len(new)
+        else:  # the one labeling step of simulate and the environments (its evaluation later)
+            evaluation = label_step_later(self.state, pos, lab, self.X_test, self._held_out_y())
+        self._after = self._after_answer(evaluation)
+        return len(new)
 
     # -- labels as the caller gives them (the Python API) -------------------------------------------
     def label_indices(self, labels: Sequence[Any], grow: bool = False) -> tuple[list[int], list[Any] | None]:
@@ -744,24 +826,105 @@ class ActiveLearner:
     def _held_out_y(self) -> np.ndarray:
         return np.zeros(0, dtype=np.int64) if self.y_test is None else self.y_test
 
-    def _checkpoint(self, acc: float | None, f1: float | None) -> None:
-        """Record the curve point of the current labels (None / nan without a held-out set) and
-        save the model every ``checkpoint_every`` labels."""
-        n = self.state.n_labeled
+    def _checkpoint(self, acc: float | None, f1: float | None, n: int, model: Learner) -> None:
+        """Record the curve point of ``n`` labels (None / nan without a held-out set) and save
+        ``model`` (fitted on them) every ``checkpoint_every`` labels."""
         acc, f1 = (None, None) if acc is None or np.isnan(acc) else (acc, f1)
         self.store.add_curve_point(n, acc, f1)
         if self.checkpoint_every > 0 and n % self.checkpoint_every == 0:
-            self.store.save_checkpoint(self.model, n)
+            self.store.save_checkpoint(model, n)
 
     def evaluate(self) -> tuple[float | None, float | None]:
-        """Accuracy and macro-F1 on the held-out set (None without one)."""
+        """Accuracy and macro-F1 of the current model on the held-out set (None without one)."""
+        with self._lock:
+            self.flush()
+            return self._evaluate(self.model)
+
+    def _evaluate(self, model: Learner) -> tuple[float | None, float | None]:
         if self.y_test is None or len(self.y_test) == 0:
             return None, None
-        return evaluate(self.model, self.X_test, self.y_test)
+        return evaluate(model, self.X_test, self.y_test)
+
+    # -- the work an answer leaves for later ------------------------------------------------------
+    def _after_answer(self, evaluation: Callable[[], tuple[float | None, float | None]]) -> Callable[[], None]:
+        """The work of the answer just refitted that does not decide the next item: the held-out
+        ``evaluation``, the curve point, the checkpoint and the stopping rule's kappa (its inputs,
+        the predictions on the stop set, are taken now). It runs after the next item is handed
+        out (:meth:`query_items` starts it in a thread) or at the latest in :meth:`flush`."""
+        n, model, snap = self.state.n_labeled, self.model, self._stop_snapshot()
+
+        def work() -> None:
+            with blas_limit(self.blas_threads):  # the session's thread waits for this one: no race
+                acc, f1 = evaluation()
+            self._checkpoint(acc, f1, n=n, model=model)
+            self._sync_stopping(snap)
+
+        return work
+
+    def _refit_after_answer(self) -> Callable[[], None]:
+        """Prefetch mode: the refit on every label (the answer is stored and the next item chosen
+        already), then the work of :meth:`_after_answer`."""
+
+        def work() -> None:
+            with blas_limit(self.blas_threads):  # the session's thread waits for this one: no race
+                self.state.refit()
+                model = self.model
+                self._after_answer(lambda: self._evaluate(model))()
+
+        return work
+
+    def _run_after(self, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except BaseException as exc:  # kept for flush(), which raises it in the caller's thread
+            log.error("the work after an answer failed: %s: %s", type(exc).__name__, exc)
+            self._after_error = exc
+
+    def _start_after(self) -> None:
+        """Start the pending after-answer work in a background thread (the next item is out)."""
+        with self._after_lock:
+            if self._after is not None and self._after_thread is None:
+                t = threading.Thread(target=self._run_after, args=(self._after,), name="metaal-after-answer")
+                self._after_thread = t
+                t.start()
+
+    def _join_running(self) -> None:
+        """Wait for after-answer work that already runs (not for work still pending)."""
+        with self._after_lock:
+            if self._after_thread is not None:
+                self._finish_after()
+
+    def _finish_after(self) -> None:
+        # under _after_lock: join or run the pending work, then raise what it raised
+        if self._after_thread is not None:
+            self._after_thread.join()
+        elif self._after is not None:
+            self._run_after(self._after)
+        self._after = self._after_thread = None
+        err, self._after_error = self._after_error, None
+        if err is not None:
+            raise err
+
+    def flush(self) -> None:
+        """Finish the work the last answer left for later: the held-out evaluation, the curve
+        point, the model checkpoint and the stopping rule's kappa (all computed on the model of
+        that answer). :meth:`teach` keeps them off the path between an answer and the next item;
+        they run in a background thread once :meth:`query_items` has handed the next item out,
+        and at the latest here. :meth:`teach`, :meth:`undo`, :meth:`progress`, :meth:`save` and
+        :meth:`export` call it; the answers themselves are always stored before :meth:`teach`
+        returns."""
+        with self._after_lock:
+            self._finish_after()
+
+    @property
+    def evaluating(self) -> bool:
+        """True while the last answer's evaluation (curve point, stopping rule) is not done."""
+        return self._after is not None
 
     def skip(self, item: int) -> None:
         """Never offer ``item`` again (recorded in the store)."""
         with self._lock:
+            self._prefetched = []
             self.store.skip(item)
 
     def undo(self) -> tuple[int, str] | None:
@@ -771,12 +934,15 @@ class ActiveLearner:
         resumed session would; an undo back into the cold start resets both when it ends again.
         """
         with self._lock:
+            self.flush()
+            self._prefetched = []
             gone = self.store.undo()
             if gone is None:
                 return None
             kept, rng = self.strategy.get_state(), self._rng.bit_generator.state
             was_cold = self.cold_start
-            self._rebuild()
+            with blas_limit(self.blas_threads):
+                self._rebuild()
             if not self.cold_start and not was_cold:  # still after the initial set: keep both
                 self.strategy.set_state(kept)
                 self._rng.bit_generator.state = rng
@@ -793,6 +959,7 @@ class ActiveLearner:
         from sklearn.model_selection import StratifiedKFold
 
         with self._lock:
+            self._join_running()  # prefetch mode: a refit may be running
             st = self.state
             pos, y = st.labeled_idx, st.y_labeled
             key = pos.tobytes() + b"|" + y.tobytes()
@@ -816,12 +983,20 @@ class ActiveLearner:
             self._estimates = {key: out}
             return out
 
-    def progress(self) -> dict[str, Any]:
+    def progress(self, wait: bool = True) -> dict[str, Any]:
         """Number labeled, label counts per class, the latest held-out accuracy and the curve, the
         budget (``budget``, ``n_queried``: labels after the initial set, ``budget_reached``);
         without a held-out set, ``estimate`` holds :meth:`estimate` (else None); ``stopping`` the
         stopping rule (:meth:`StabilizingPredictions.to_dict`: ``stable``, ``labels_at_stop``,
-        ``kappa``, ``window``, ``threshold``, ...)."""
+        ``kappa``, ``window``, ``threshold``, ...).
+
+        :param wait: finish the last answer's evaluation first (:meth:`flush`). ``wait=False``
+            answers at once (the web page, right after an answer): while that evaluation runs,
+            ``evaluating`` is True, ``accuracy`` and ``macro_f1`` are None and the curve and the
+            stopping rule stop at the answer before.
+        """
+        if wait:
+            self.flush()
         with self._lock:
             counts = np.bincount(self.state.y_labeled, minlength=len(self.classes))
             curve = [{"n_labeled": n, "accuracy": a, "macro_f1": f} for n, a, f in self.store.curve()]
@@ -843,6 +1018,8 @@ class ActiveLearner:
                 "budget_reached": self.budget_reached,
                 "estimate": self.estimate() if len(self.test_ids) == 0 else None,
                 "stopping": self.stopping.to_dict(),
+                "evaluating": self.evaluating,
+                "prefetch": self.prefetch,
             }
 
     # -- the fitted model, modAL's habits ---------------------------------------------------------
@@ -871,12 +1048,14 @@ class ActiveLearner:
         """Class probabilities of rows ``X`` (raw features, an array or a DataFrame), ``(n, C)``,
         columns in the order of :attr:`classes`."""
         with self._lock:
+            self._join_running()  # prefetch mode: a refit may be running
             return self.model.predict_proba(self._features(X))
 
     def predict(self, X: Any) -> np.ndarray:
         """The predicted class of each row of ``X``, as the classes were given (the values of
         ``classes=`` or of the labels taught; class names for a session built with ``data=``)."""
         with self._lock:
+            self._join_running()
             idx = self.model.predict(self._features(X))
             vals = np.asarray(self.class_values if self.class_values else list(self.classes))
             return vals[idx]
@@ -886,6 +1065,7 @@ class ActiveLearner:
         :meth:`teach`; a label of no known class counts as wrong)."""
         y_l = [y] if np.ndim(y) == 0 else list(y)
         with self._lock:
+            self._join_running()
             pred = self.model.predict(self._features(X))
             if len(y_l) != len(pred):
                 raise DataError(f"X has {len(pred)} rows but y has {len(y_l)} labels")
@@ -921,6 +1101,7 @@ class ActiveLearner:
         ``path`` (replaced if it exists); :meth:`load` resumes it. This object keeps its own
         store. A session whose store is ``path`` is saved already (every answer is written)."""
         with self._lock:
+            self.flush()
             return self.store.backup(path)
 
     @classmethod
@@ -996,6 +1177,7 @@ class ActiveLearner:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         with self._lock:
+            self.flush()
             rows = self.store.labels()
             text = self.dataset.text if self.dataset is not None else None
             extras = self.dataset.extras if self.dataset is not None else {}
@@ -1144,6 +1326,8 @@ def run_oracle(
             time.sleep(delay)
         lab = learner.class_index(int(oracle[q.id]))
         learner.teach([q.id], [lab])
+        if n is None or learner.n_labeled < n:
+            learner.query_items(1)  # the next item first (recorded; the loop's next query returns it)
         if callback is not None:
-            callback(q, lab, learner.progress())
+            callback(q, lab, learner.progress())  # then the evaluation of this answer (progress waits)
     return learner.progress()

@@ -4,9 +4,10 @@ The same functions drive :func:`simulate`, the Gymnasium environments, imitation
 the labeling session (:mod:`metaal.loop.session`): :func:`new_state` (an :class:`ALState` with its
 initial labels fitted), :func:`strategy_rng` (the one generator a strategy gets for a whole run:
 ``reset`` and every ``select``), a strategy's ``select``, :func:`label_step` (label, refit,
-evaluate) and :func:`evaluate` on held-out data; curves are :class:`Curve`. The batched
-environment (:mod:`metaal.envs.batched`) fits ``N`` learners at once and so has its own refit,
-with the same state updates (:meth:`ALState.add_labels`) and the same observation.
+evaluate; :func:`label_step_later` leaves the evaluation for later) and :func:`evaluate` on
+held-out data; curves are :class:`Curve`. The batched environment (:mod:`metaal.envs.batched`)
+fits ``N`` learners at once and so has its own refit, with the same state updates
+(:meth:`ALState.add_labels`) and the same observation.
 """
 from __future__ import annotations
 
@@ -73,8 +74,25 @@ def label_step(
     (b,), refit the learner, evaluate it on ``X_test``, ``y_test``; returns ``(accuracy,
     macro_f1)`` (:func:`evaluate`). Used by :func:`simulate`, the pool environments and the
     labeling session."""
+    return label_step_later(state, idx, labels, X_test, y_test, macro_f1)()
+
+
+def label_step_later(
+    state: ALState, idx: np.ndarray, labels: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
+    macro_f1: bool = True,
+) -> Callable[[], tuple[float, float]]:
+    """:func:`label_step` with the evaluation left for later: label pool positions ``idx`` (b,)
+    with ``labels`` (b,) and refit now; returns a function that evaluates the model just fitted
+    on ``X_test``, ``y_test`` (:func:`evaluate`). The labeling session hands out the next item
+    first, then evaluates; the caller must run the function before the learner is refitted again
+    (it evaluates the learner object, which the next refit changes)."""
     state.add_labels(idx, labels)
-    return evaluate(state.learner, X_test, y_test, macro_f1)
+    learner = state.learner
+
+    def evaluation() -> tuple[float, float]:
+        return evaluate(learner, X_test, y_test, macro_f1)
+
+    return evaluation
 
 
 class CurveMetrics:

@@ -53,10 +53,15 @@ class Strategy:
 
         The default takes the ``k`` highest scores; ties keep pool order.
         """
+        return self._top_scored(state, k)[0]
+
+    def _top_scored(self, state: ALState, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best-scored unlabeled positions and their scores (the default select)."""
         unl = state.unlabeled_idx
         k = check_k(k, len(unl))
         s = np.asarray(self.score(state), dtype=np.float64)
-        return unl[top_k(s, k)]
+        order = top_k(s, k)
+        return unl[order], s[order]
 
     def get_state(self) -> dict[str, Any]:
         """The strategy's mutable state between queries, as a JSON-serializable dict (lists,
@@ -144,8 +149,12 @@ class ColdStart(Strategy):
     def score(self, state: ALState) -> np.ndarray:
         return self.strategy.score(state)
 
+    def cold(self, state: ALState) -> bool:
+        """True when the fallback picks on ``state``: the strategy needs a model and has none."""
+        return needs_model(self.strategy) and not state.model_ready
+
     def select(self, state: ALState, k: int = 1, rng: np.random.Generator | None = None) -> np.ndarray:
-        self.last_cold = needs_model(self.strategy) and not state.model_ready
+        self.last_cold = self.cold(state)
         if not self.last_cold:
             return self.strategy.select(state, k, rng)
         picks = np.asarray(self.fallback.select(state, k, rng), dtype=np.int64).reshape(-1)
@@ -187,9 +196,40 @@ def check_k(k: int, n_unlabeled: int) -> int:
     return int(k)
 
 
+def select_scored(
+    strategy: Any, state: ALState, k: int = 1, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``strategy.select(state, k, rng)`` and the strategy's score of each pick:
+    ``(positions (k,), scores (k,))``, the scores None when the strategy has no score
+    (``has_score`` false, or :meth:`Strategy.score` raises). A :class:`Strategy` with the default
+    :meth:`~Strategy.select` scores the pool once (the labeling session shows the score of every
+    item it asks); any other strategy (duck-typed ones too) is asked ``select``, then ``score``."""
+    if isinstance(strategy, ColdStart):  # the fallback's picks carry no score; else the strategy's
+        if strategy.cold(state):
+            return strategy.select(state, k, rng), None
+        strategy.last_cold = False
+        return select_scored(strategy.strategy, state, k, rng)
+    if isinstance(strategy, Strategy) and type(strategy).select is Strategy.select:
+        idx, s = strategy._top_scored(state, k)
+        return idx, (s if strategy.has_score else None)
+    idx = np.asarray(strategy.select(state, k, rng), dtype=np.int64).reshape(-1)
+    if not getattr(strategy, "has_score", False):
+        return idx, None
+    try:
+        s = np.asarray(strategy.score(state), dtype=np.float64)
+    except (NotImplementedError, ValueError, TypeError):
+        return idx, None
+    return idx, s[np.searchsorted(state.unlabeled_idx, idx)]
+
+
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Positions of the ``k`` largest scores, best first; ties keep the lower position first."""
-    s = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
+    s = np.asarray(scores, dtype=np.float64)
+    if k == 1 and len(s) > 1:  # one query: argmax's own rule, the first of the largest (no copy)
+        i = int(np.argmax(s))  # the first NaN if there is one; then the general case below
+        if np.isfinite(s[i]) and s[i] > np.finfo(np.float64).min:  # what nan_to_num would not move
+            return np.array([i], dtype=np.int64)
+    s = np.nan_to_num(s, nan=-np.inf)
     if k >= len(s):
         return np.argsort(-s, kind="stable")
     part = np.argpartition(-s, k - 1)[:k]

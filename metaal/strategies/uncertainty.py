@@ -50,7 +50,9 @@ class LeastConfident(Strategy):
     name = "least_confident"
 
     def score(self, state: ALState) -> np.ndarray:
-        return least_confident_score(state.proba[state.unlabeled_idx])
+        # row-wise and exact: scored over the pool, then the unlabeled rows taken (no copy of
+        # the pool's probabilities)
+        return least_confident_score(state.proba)[state.unlabeled_idx]
 
 
 @register("margin")
@@ -64,7 +66,9 @@ class Margin(Strategy):
     name = "margin"
 
     def score(self, state: ALState) -> np.ndarray:
-        return margin_score(state.proba[state.unlabeled_idx])
+        # row-wise and exact (maxima, one difference): scored over the pool, then the unlabeled
+        # rows taken, the same numbers without a copy of the pool's probabilities
+        return margin_score(state.proba)[state.unlabeled_idx]
 
 
 @register("entropy")
