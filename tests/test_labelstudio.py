@@ -109,6 +109,41 @@ def test_protocol_in_process(tmp_path, wine):
     assert client.post("/predict", json={"tasks": [{"id": 1, "data": {}}]}).json()["results"][0]["result"] == []
 
 
+def test_image_tasks_and_pictures(tmp_path):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    rows = np.arange(60)
+    path = tmp_path / "digits.npz"
+    np.savez(path, X=d.data[rows].astype(np.float32), y=d.target[rows], images=d.images[rows],
+             classes=np.array([str(c) for c in range(10)]))
+    al = ActiveLearner(str(path), strategy="entropy", test_size=0.0)
+    cfg = label_config(al)
+    assert '<Image name="image" value="$image"/>' in cfg and cfg.count("<Choice ") == 10
+    tasks = export_tasks(al, "http://127.0.0.1:9999/")
+    assert tasks[3]["data"] == {"metaal_id": 3, "image": "http://127.0.0.1:9999/data/image/3.png"}
+    client = TestClient(create_app(LabelStudioBackend(al)))
+    r = client.get("/data/image/3.png")
+    assert r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert client.get("/data/image/60.png").status_code == 404
+
+
+def test_cli_export_and_bad_input(tmp_path, capsys):
+    from metaal.cli import main
+
+    out = tmp_path / "tasks.json"
+    assert main(["labelstudio", "--data", "sklearn:wine", "--test-size", "0.3", "--export-tasks", str(out)]) == 0
+    tasks = json.loads(out.read_text())
+    assert len(tasks) == 124 and all(set(t["data"]) == {"metaal_id", "text"} for t in tasks)  # the pool only
+    assert tasks[0]["data"]["text"].startswith(f"row {tasks[0]['data']['metaal_id']}: ")
+    capsys.readouterr()
+    for argv, msg in ((["--queue", "0"], "--queue must be >= 1"), (["--port", "0"], "--port must be between"),
+                      (["--test-size", "1"], "--test-size must be in")):
+        assert main(["labelstudio", "--data", "sklearn:wine", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("metaal: error: ") and msg in err and "\n" not in err
+
+
 # ----------------------------------------------------------------------------------------------
 # end to end against a real Label Studio
 
