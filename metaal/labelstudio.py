@@ -27,7 +27,8 @@ finds the item) and ``text`` (the document; a feature summary for data without t
 (``from_name``/``to_name`` of the project's first ``<Choices>``). ``score``: the strategy's
 priority, rank-based: the items the session asks next (:meth:`ActiveLearner.query_items`, the
 first ``--queue``) come first in query order, then the other unlabeled items by the strategy's
-score (for strategies that have one: margin, entropy, ...), so sorting Label Studio's data manager
+score (for strategies that have one: margin, entropy, coreset, ...; ``random``, ``albl`` and
+``policy:...`` rank only their ``--queue`` items), so sorting Label Studio's data manager
 by prediction score (``tasks:predictions_score``, descending) lists the tasks in the strategy's
 order. With ``n`` ranked items the item of rank ``r`` (0 = next) gets ``1 - r / n``; unranked,
 labeled and held-out items get 0. ``model_version``: ``metaal-<strategy>-<labels>``, new after
