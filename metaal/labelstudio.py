@@ -8,8 +8,8 @@ strategy behind it. The backend speaks Label Studio's ML-backend protocol:
   "access_token", ...}``); answers ``{"model_version": ...}``.
 * ``POST /predict``: ``{"tasks": [task, ...], "label_config": ..., ...}`` -> ``{"results":
   [prediction, ...], "model_version": ...}``, one prediction per task.
-* ``POST /webhook``: annotation events (``ANNOTATION_CREATED``, ``ANNOTATION_UPDATED``,
-  ``ANNOTATIONS_DELETED``; ``START_TRAINING`` is acknowledged) -> :meth:`ActiveLearner.teach`
+* ``POST /webhook``: annotation events (``ANNOTATION_CREATED``, ``ANNOTATIONS_CREATED``,
+  ``ANNOTATION_UPDATED``, ``ANNOTATIONS_DELETED``; ``START_TRAINING`` is acknowledged) -> :meth:`ActiveLearner.teach`
   (or ``skip`` for a cancelled annotation, ``undo`` for the deleted latest one).
 * ``GET /data/image/{id}.png``: the pictures of an image dataset, for the tasks' ``image`` URLs.
 
@@ -240,6 +240,13 @@ class LabelStudioBackend:
         with self._lock:
             if action in ANNOTATION_EVENTS:
                 out = self._annotated(payload, updated=action == "ANNOTATION_UPDATED")
+            elif action == "ANNOTATIONS_CREATED":  # bulk: lists of annotations and of their tasks
+                tasks = {t.get("id"): t for t in payload.get("task") or []}
+                done = [
+                    self._annotated({"annotation": a, "task": tasks.get(a.get("task"), {})}, updated=False)
+                    for a in payload.get("annotation") or []
+                ]
+                out = {"status": "taught", "items": [d["item"] for d in done]}
             elif action == "ANNOTATIONS_DELETED":
                 out = self._deleted(payload.get("annotations") or [])
             else:  # START_TRAINING, project events...: the model learns on every annotation anyway

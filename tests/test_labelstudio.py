@@ -105,6 +105,14 @@ def test_protocol_in_process(tmp_path, wine):
     # deleting the latest annotation undoes it
     r = client.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 900 + len(ids) - 1}]})
     assert r.status_code == 201 and r.json()["items"] == [ids[-1]] and al.n_labeled == len(ids) - 1
+    # a bulk creation (lists of annotations and tasks) teaches each
+    extra = [i for i in range(wine.n) if i not in ids][:2]
+    bulk = {"action": "ANNOTATIONS_CREATED", "task": [tasks[i] for i in extra], "annotation": [
+        {"id": 950 + j, "task": tasks[i]["id"], "result": [{"type": "choices", "value": {
+            "choices": [str(wine.classes[y[i]])]}}]} for j, i in enumerate(extra)]}
+    r = client.post("/webhook", json=bulk)
+    assert r.status_code == 201 and r.json()["items"] == extra and al.n_labeled == len(ids) + 1
+    assert [al.store.label_of()[i] for i in extra] == [int(y[i]) for i in extra]
     # a task without metaal_id gets an empty prediction, not an error
     assert client.post("/predict", json={"tasks": [{"id": 1, "data": {}}]}).json()["results"][0]["result"] == []
 
