@@ -12,11 +12,11 @@ import os
 import sys
 import warnings
 
-from metaal import __version__, featurize_cli, label_cli
+from metaal import __version__, featurize_cli, label_cli, labelstudio
 from metaal.errors import MetaalError
 from metaal.experiments import compare, evaluate, train
 
-COMMAND_MODULES = [train, evaluate, compare, featurize_cli, label_cli]
+COMMAND_MODULES = [train, evaluate, compare, featurize_cli, label_cli, labelstudio]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ Layers, lowest first (a module may import its own layer and the ones below)::
 
     errors -> dataset, data, synthetic, featurize, store -> learners, torch_learners -> scores, geometry, stopping
     -> state -> observe -> strategies -> loop -> envs -> agents -> experiments, configs
-    -> cli, label_cli, featurize_cli
+    -> cli, label_cli, featurize_cli, labelstudio
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("metaal.envs",),
     ("metaal.agents",),
     ("metaal.experiments", "metaal.configs"),
-    ("metaal.cli", "metaal.label_cli", "metaal.featurize_cli"),
+    ("metaal.cli", "metaal.label_cli", "metaal.featurize_cli", "metaal.labelstudio"),
 ]
 SB3 = ("stable_baselines3", "sb3_contrib")
 #: the package root re-exports the labeling session on first access (PEP 562), never at import
