@@ -14,9 +14,12 @@ in the pool and, with no held-out set, progress shows the label counts and the m
 
 The web app (FastAPI + uvicorn on 127.0.0.1) serves one page from ``metaal/web/index.html``: the
 next queried item (its text, the image as PNG, or a summary of its features), the model's guess and
-confidence, one button per class, skip and undo, the learning curve and the label counts. Every
-answer is written to the store before the page moves on, so stopping the server (or a crash) loses
-nothing; running the same command again resumes.
+confidence, one button per class with its key (:func:`class_keys`), skip and undo, the progress
+through the pool (labeled of pool size, skips, the budget), the held-out accuracy and learning curve
+(without a held-out set, the cross-validated estimate), the label counts, and an export button
+(``GET /api/export``: a zip of :meth:`ActiveLearner.export`'s files). Every answer is written to the
+store before the page moves on, so stopping the server (or a crash) loses nothing; running the same
+command again resumes.
 """
 
 from __future__ import annotations
@@ -25,7 +28,11 @@ import argparse
 import errno
 import io
 import os
+import re
 import sys
+import tempfile
+import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -356,6 +363,41 @@ def display(al: Any, item_id: int) -> dict[str, Any]:
     }
 
 
+def class_keys(classes: Sequence[str]) -> list[str | None]:
+    """The keyboard key of each class on the page, ``(C,)``, None for a class without one.
+
+    When every class name is a single digit (``0``-``9``: digits data such as ``usps`` or
+    ``sklearn:digits``, or ratings ``1``-``5``), the key is the name itself, so ``0`` labels class
+    ``"0"``. Otherwise the keys follow the button order: ``1``-``9`` for the first nine classes,
+    ``0`` for the tenth, none after it.
+    """
+    names = [str(c) for c in classes]
+    if names and all(len(c) == 1 and c in "0123456789" for c in names) and len(set(names)) == len(names):
+        return names
+    return [str((i + 1) % 10) if i < 10 else None for i in range(len(names))]
+
+
+def export_zip(al: Any) -> bytes:
+    """The files of :meth:`ActiveLearner.export` (``labels.csv``, ``labels.jsonl``,
+    ``model.joblib``, ``report.png``, ``report.json``), zipped at the archive's root."""
+    buf = io.BytesIO()
+    with tempfile.TemporaryDirectory(prefix="metaal-export-") as tmp:
+        paths = al.export(tmp)
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for path in paths.values():
+                zf.write(path, arcname=path.name)
+    return buf.getvalue()
+
+
+def export_filename(dataset: str) -> str:
+    """``<dataset>_labels.zip``, the dataset's name with anything but letters, digits, ``.``,
+    ``_`` and ``-`` replaced by ``_``, without its folder and file extension (``sklearn:wine`` ->
+    ``sklearn_wine_labels.zip``, ``/data/notes_feats.npz`` -> ``notes_feats_labels.zip``)."""
+    base = re.sub(r"\.[A-Za-z]+$", "", Path(dataset).name) if dataset else ""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "metaal"
+    return f"{stem}_labels.zip"
+
+
 def image_png(images: np.ndarray, item_id: int, min_size: int = 160) -> bytes:
     """PNG bytes of ``images[item_id]`` (``(H, W)`` or ``(H, W, C)``), upscaled (nearest) to at least
     ``min_size`` pixels on its short side."""
@@ -393,9 +435,11 @@ def create_app(al: Any) -> Any:
         if items:
             item = items[0].to_dict()
             item["display"] = display(al, item["id"])
+        classes = [str(c) for c in al.classes]
         return {
             "dataset": Path(dataset_name).name,
-            "classes": [str(c) for c in al.classes],
+            "classes": classes,
+            "keys": class_keys(classes),
             "item": item,
             "progress": al.progress(wait=wait),  # wait=False: the answer's evaluation may still run
         }
@@ -437,6 +481,16 @@ def create_app(al: Any) -> Any:
     def post_undo(payload: dict = Body(default={})):  # noqa: ANN202, B008
         al.undo()
         return state()
+
+    @app.get("/api/export")
+    def get_export():  # noqa: ANN202
+        try:
+            data = export_zip(al)
+        except (MetaalError, OSError) as exc:
+            return error(exc, 500)
+        name = export_filename(dataset_name)
+        return Response(data, media_type="application/zip",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     @app.get("/api/image/{item_id}.png")
     def get_image(item_id: int):  # noqa: ANN202
