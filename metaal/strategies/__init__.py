@@ -8,7 +8,8 @@ Registered heuristics: ``random``, ``least_confident``, ``margin``, ``entropy``
 (:mod:`~metaal.strategies.uncertainty`); ``qbc_vote``, ``qbc_kl``, ``bald``
 (:mod:`~metaal.strategies.committee`); ``egl``, ``badge`` (:mod:`~metaal.strategies.gradient`);
 ``density``, ``coreset``, ``dbal`` (:mod:`~metaal.strategies.diversity`); ``albl``
-(:mod:`~metaal.strategies.bandit`).
+(:mod:`~metaal.strategies.bandit`); ``typiclust``, ``probcover``, ``maxherding``
+(:mod:`~metaal.strategies.coverage`, model-free: they work from zero labels).
 
 Users' strategies: ``module:Class`` and ``path.py:Class`` name a :class:`Strategy` subclass, and
 :class:`FunctionStrategy` wraps a plain function ``f(estimator, X_unlabeled) -> scores``
@@ -17,6 +18,7 @@ Users' strategies: ``module:Class`` and ``path.py:Class`` name a :class:`Strateg
 from metaal.strategies import (
     bandit,  # noqa: F401  (registers albl; imports the others first)
     committee,  # noqa: F401  (registers qbc_vote, qbc_kl, bald)
+    coverage,  # noqa: F401  (registers typiclust, probcover, maxherding)
     diversity,  # noqa: F401  (registers density, coreset, dbal)
     gradient,  # noqa: F401  (registers egl, badge)
     uncertainty,  # noqa: F401  (registers random, least_confident, margin, entropy)
