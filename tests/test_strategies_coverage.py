@@ -16,7 +16,6 @@ from metaal.learners import make_learner
 from metaal.loop import new_state, simulate
 from metaal.state import ALState, Task
 from metaal.strategies.coverage import (
-    PROBCOVER_DELTAS,
     cluster_pool,
     distance_to_other_cluster,
     purity_radius,
@@ -192,19 +191,18 @@ def test_probcover_greedy_max_coverage_by_brute_force() -> None:
 
 def test_probcover_radius_is_the_largest_pure_one() -> None:
     rng = np.random.default_rng(2)
-    X = np.concatenate([rng.normal(size=(70, 2)), [6.0, 0.0] + rng.normal(size=(50, 2))])
+    X = np.concatenate([rng.normal(size=(70, 2)), [3.0, 0.0] + rng.normal(size=(50, 2))])
     state = _bare_state(X)
-    strat = strategies.get("probcover")
-    r = strat.radius(state)
+    r = strategies.get("probcover").radius(state)
     clusters = cluster_pool(X, 2, 0)
     d = np.sqrt(((X[:, None] - X[None]) ** 2).sum(-1))
     other = np.where(clusters[:, None] != clusters[None], d, np.inf).min(axis=1)
     np.testing.assert_allclose(distance_to_other_cluster(X, clusters), other, atol=1e-9)
-    grid = state.distance_scale() * np.asarray(PROBCOVER_DELTAS)
-    purity = np.array([np.mean(other > g) for g in grid])
-    assert r in grid and np.mean(other > r) >= 0.95
-    assert (purity[grid > r] < 0.95).all()
-    assert purity_radius(np.zeros(10), grid, 0.95)[0] == grid[0]  # nothing pure enough: the smallest
+    purity = lambda delta: np.mean((np.where(clusters[:, None] != clusters[None], d, np.inf) <= delta).sum(1) == 0)
+    assert 0 < r < state.distance_scale()
+    assert purity(r) >= 0.95 and purity(r * (1 + 1e-6)) < 0.95  # the largest pure radius
+    assert purity_radius(np.zeros(10), 0.95, 2.0) == pytest.approx(2e-6)  # nothing pure: the floor
+    assert purity_radius(np.full(10, np.inf), 0.95, 2.0) == 2.0  # one cluster: the scale
 
 
 def _brute_herding(X: np.ndarray, labeled: list[int], gamma: float, k: int) -> list[int]:

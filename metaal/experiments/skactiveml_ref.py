@@ -25,7 +25,7 @@ import numpy as np
 from metaal.errors import ConfigError
 from metaal.geometry import distance_scale
 from metaal.state import Task
-from metaal.strategies.coverage import PROBCOVER_DELTAS
+from metaal.strategies.coverage import probcover_radius
 
 #: metaal strategy name -> scikit-activeml ``UncertaintySampling`` method (None: RandomSampling)
 METHODS: dict[str, str | None] = {
@@ -48,8 +48,8 @@ COVERAGE_METHODS: dict[str, str] = {
 def coverage_query_strategy(task: Task, method: str, seed: int) -> Any:
     """scikit-activeml's ``TypiClust`` / ``ProbCover`` / ``MaxHerding`` with the definitions of
     metaal's defaults on the task's standardized pool: TypiClust with 20 neighbours; ProbCover with
-    ``C`` pseudo-classes and the radius grid ``(0.05, ..., 1.00) x`` the pool's distance scale
-    (:data:`metaal.strategies.coverage.PROBCOVER_DELTAS`); MaxHerding with the Gaussian kernel of
+    metaal's radius (:func:`metaal.strategies.coverage.probcover_radius`: scikit-activeml searches
+    a grid of absolute radii, too coarse for standardized features); MaxHerding with the Gaussian kernel of
     width ``0.5 x`` the distance scale on unnormalized features. Clusterings and ties follow
     ``random_state=seed`` (metaal: ``random_state=0``, ties to the lowest position)."""
     from skactiveml.pool import MaxHerding, ProbCover, TypiClust  # optional dependency
@@ -58,9 +58,8 @@ def coverage_query_strategy(task: Task, method: str, seed: int) -> Any:
     if method == "typiclust":
         return TypiClust(k=20, random_state=seed)
     if method == "probcover":
-        return ProbCover(
-            n_classes=max(task.n_classes, 2), deltas=scale * np.asarray(PROBCOVER_DELTAS), random_state=seed
-        )
+        r = probcover_radius(task.X_pool, task.n_classes, 0.95, 0, scale)
+        return ProbCover(n_classes=max(task.n_classes, 2), deltas=[r], random_state=seed)
     if method == "maxherding":
         sigma = 0.5 * scale
         return MaxHerding(

@@ -37,6 +37,15 @@ def row_blocks(n_rows: int, n_cols: int) -> Iterator[slice]:
         yield slice(s, min(s + step, n_rows))
 
 
+def pool_sq_norms(state: ALState) -> np.ndarray:
+    """Squared norms ``|x|^2`` of the pool rows ``(n,)``, kept in ``state.cache``."""
+    sq = state.cache.get("coverage:sq_norms")
+    if sq is None:
+        sq = (state.X_pool * state.X_pool).sum(1)
+        state.cache["coverage:sq_norms"] = sq
+    return sq
+
+
 def _labeled_superset(state: ALState, mask: np.ndarray) -> bool:
     """True when every item labeled in ``mask`` ``(n,)`` is still labeled (no undo since)."""
     return mask.shape == state.labeled_mask.shape and not (mask & ~state.labeled_mask).any()
@@ -172,49 +181,62 @@ class TypiClust(Strategy):
 # ----------------------------------------------------------------------------------------------
 # ProbCover
 
-#: ProbCover's radius grid, in units of the pool's distance scale (median pairwise distance)
-PROBCOVER_DELTAS = tuple(np.round(np.arange(0.05, 1.0001, 0.05), 2).tolist())
-
-
-def distance_to_other_cluster(X: np.ndarray, clusters: np.ndarray) -> np.ndarray:
-    """Distance of every row of ``X`` ``(n, d)`` to its nearest row of another cluster
-    (``clusters`` ``(n,)``), shape ``(n,)`` (inf with a single cluster)."""
+def distance_to_other_cluster(
+    X: np.ndarray, clusters: np.ndarray, rows: np.ndarray | None = None, sq: np.ndarray | None = None
+) -> np.ndarray:
+    """Distance of rows ``rows`` (m,) of ``X`` ``(n, d)`` (None: every row) to their nearest row of
+    another cluster (``clusters`` ``(n,)``), shape ``(m,)`` (inf with a single cluster); ``sq``:
+    the squared row norms ``(n,)`` when at hand."""
     n = X.shape[0]
-    sq = (X * X).sum(1)
-    out = np.empty(n)
-    for sl in row_blocks(n, n):
-        d2 = pairwise_sq(X[sl], X, sq)
-        d2[clusters[sl][:, None] == clusters[None, :]] = np.inf
+    rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
+    sq = (X * X).sum(1) if sq is None else sq
+    out = np.empty(len(rows))
+    for sl in row_blocks(len(rows), n):
+        r = rows[sl]
+        d2 = pairwise_sq(X[r], X, sq)
+        d2[clusters[r][:, None] == clusters[None, :]] = np.inf
         out[sl] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
     return out
 
 
-def ball_counts(X: np.ndarray, centres: np.ndarray, delta: float, weights: np.ndarray | None = None) -> np.ndarray:
-    """For every row of ``X`` ``(n, d)``: how many rows of ``centres`` ``(m, d)`` lie within
-    distance ``delta`` (``<=``), shape ``(n,)`` int64; ``weights`` ``(m,)`` bool keeps only some
-    of the centres."""
-    if weights is not None:
-        centres = centres[weights]
+def ball_counts(X: np.ndarray, centres: np.ndarray, delta: float, sq: np.ndarray | None = None) -> np.ndarray:
+    """For every row of ``X`` ``(n, d)``: how many of the rows ``centres`` (m,) of ``X`` lie
+    within distance ``delta`` (``<=``), shape ``(n,)`` int64. ``sq``: the squared row norms
+    ``(n,)`` when at hand. In blocks of centres, ``O(n m d)``."""
     n = X.shape[0]
+    centres = np.asarray(centres, dtype=np.int64)
+    sq = (X * X).sum(1) if sq is None else sq
     out = np.zeros(n, dtype=np.int64)
-    if len(centres) == 0:
-        return out
-    sq = (centres * centres).sum(1)
     d2max = float(delta) ** 2
-    for sl in row_blocks(n, len(centres)):
-        out[sl] = (pairwise_sq(X[sl], centres, sq) <= d2max).sum(axis=1)
+    for sl in row_blocks(len(centres), n):
+        out += (pairwise_sq(X[centres[sl]], X, sq) <= d2max).sum(axis=0)
     return out
 
 
-def purity_radius(d_other: np.ndarray, deltas: np.ndarray, alpha: float) -> tuple[float, float]:
-    """ProbCover's radius: the largest ``delta`` of ``deltas`` whose purity ``mean(d_other >
-    delta)`` (the share of balls holding a single pseudo-class) is at least ``alpha``; the smallest
-    ``delta`` if none is. Returns ``(delta, purity)``."""
-    deltas = np.sort(np.asarray(deltas, dtype=np.float64))
-    purity = np.array([np.mean(d_other > d) for d in deltas])
-    ok = np.flatnonzero(purity >= alpha)
-    i = int(ok[-1]) if len(ok) else 0
-    return float(deltas[i]), float(purity[i])
+def purity_radius(d_other: np.ndarray, alpha: float, scale: float) -> float:
+    """ProbCover's radius: the largest ``delta`` whose purity ``mean(d_other > delta)`` (the share
+    of ``delta``-balls holding a single pseudo-class) is at least ``alpha``, i.e. just below the
+    ``floor((1 - alpha) n) + 1``-th smallest ``d_other`` ``(n,)``; at most ``scale`` (the pool's
+    median distance: a ball that large is no neighbourhood) and at least ``1e-6 x scale``."""
+    d = np.sort(np.asarray(d_other, dtype=np.float64))
+    m = int(np.floor((1.0 - float(alpha)) * len(d)))
+    r = float(d[m]) * (1.0 - 1e-9) if m < len(d) else np.inf
+    return float(min(max(r, 1e-6 * scale), scale))
+
+
+#: rows whose ball purity estimates ProbCover's radius on large pools (``O(m n d)``)
+PURITY_SAMPLE = 2000
+
+
+def probcover_radius(X: np.ndarray, n_classes: int, alpha: float, random_state: int, scale: float) -> float:
+    """ProbCover's radius on the pool ``X`` ``(n, d)``: :func:`purity_radius` with ``n_classes``
+    k-means clusters (``random_state``) as pseudo-classes, the purity measured on a fixed sample of
+    at most :data:`PURITY_SAMPLE` rows (drawn with ``default_rng(n + 3)``; every row of a smaller
+    pool)."""
+    n = X.shape[0]
+    clusters = cluster_pool(X, max(int(n_classes), 2), random_state)
+    rows = None if n <= PURITY_SAMPLE else np.sort(np.random.default_rng(n + 3).choice(n, PURITY_SAMPLE, replace=False))
+    return purity_radius(distance_to_other_cluster(X, clusters, rows), alpha, scale)
 
 
 @register("probcover")
@@ -223,9 +245,9 @@ class ProbCover(Strategy):
 
     The radius (``delta=None``, the paper's rule): cluster the pool into ``C`` (the number of
     classes) k-means clusters as pseudo-labels (``random_state``), and take the largest ``delta``
-    of the grid ``(0.05, 0.10, ..., 1.00) x distance scale`` whose *purity* (the share of items
-    whose ``delta``-ball holds no item of another cluster) is at least ``alpha`` (0.95); the
-    smallest of the grid if none is. ``delta=x`` fixes it at ``x`` distance scales.
+    whose *purity* (the share of items whose ``delta``-ball holds no item of another cluster) is at
+    least ``alpha`` (0.95), exactly (:func:`purity_radius`; the paper and scikit-activeml search a
+    grid), at most the pool's distance scale. ``delta=x`` fixes it at ``x`` distance scales.
 
     Items within ``delta`` of a labeled item are *covered*. Each pick (one at a time within a
     batch, the paper's batch variant) is the unlabeled item whose ball holds the most uncovered
@@ -234,9 +256,10 @@ class ProbCover(Strategy):
     labels the first pick is the item with the most neighbours within ``delta``. ``score``: the
     number of uncovered items in each unlabeled item's ball.
 
-    Cost: the radius and the ball sizes are computed once per pool (two ``O(n^2 d)`` passes in
-    blocks, no ``n x n`` matrix kept); then each new label costs ``O(n m d)`` for the ``m`` items
-    its ball newly covers (``O(n^2 d)`` over a whole run at most).
+    Cost: once per pool, the radius (one k-means, then the purity of at most 2,000 sampled balls,
+    ``O(2000 n d)``) and every ball's size (``O(n^2 d)`` in blocks, no ``n x n`` matrix kept);
+    then each new label costs ``O(n m d)`` for the ``m`` items its ball newly covers (``O(n^2 d)``
+    over a whole run at most).
 
     Reference: Yehuda, Dekel, Hacohen and Weinshall, "Active learning through a covering lens",
     NeurIPS 2022 (ProbCover); scikit-activeml's ``ProbCover``.
@@ -263,9 +286,7 @@ class ProbCover(Strategy):
             if self.delta is not None:
                 r = self.delta * scale
             else:
-                clusters = cluster_pool(state.X_pool, max(state.n_classes, 2), self.random_state)
-                d_other = distance_to_other_cluster(state.X_pool, clusters)
-                r, _ = purity_radius(d_other, scale * np.asarray(PROBCOVER_DELTAS), self.alpha)
+                r = probcover_radius(state.X_pool, state.n_classes, self.alpha, self.random_state, scale)
             state.cache[key] = r
         return float(r)
 
@@ -276,17 +297,17 @@ class ProbCover(Strategy):
         r = self.radius(state)
         key = f"probcover:coverage:{r!r}"
         hit = state.cache.get(key)
-        X = state.X_pool
+        X, sq = state.X_pool, pool_sq_norms(state)
         covered_now = state.min_dist_labeled() <= r
         if hit is None or not _labeled_superset(state, hit["labeled"]):
             full = state.cache.get(f"probcover:full:{r!r}")
             if full is None:
-                full = ball_counts(X, X, r)
+                full = ball_counts(X, np.arange(state.n_pool), r, sq)
                 state.cache[f"probcover:full:{r!r}"] = full
-            degree = full - ball_counts(X, X, r, covered_now)
+            degree = full - ball_counts(X, np.flatnonzero(covered_now), r, sq)
         else:
-            new = covered_now & ~hit["covered"]
-            degree = hit["degree"] - ball_counts(X, X, r, new) if new.any() else hit["degree"]
+            new = np.flatnonzero(covered_now & ~hit["covered"])
+            degree = hit["degree"] - ball_counts(X, new, r, sq) if len(new) else hit["degree"]
         state.cache[key] = {"labeled": state.labeled_mask.copy(), "covered": covered_now, "degree": degree}
         return covered_now, degree
 
@@ -300,7 +321,7 @@ class ProbCover(Strategy):
         covered, degree = self._coverage(state)
         covered, degree = covered.copy(), degree.copy()
         r = self.radius(state)
-        X = state.X_pool
+        X, sq = state.X_pool, pool_sq_norms(state)
         free = ~state.labeled_mask
         out: list[int] = []
         for _ in range(k):
@@ -313,9 +334,9 @@ class ProbCover(Strategy):
             out.append(j)
             free[j] = False
             if len(out) < k:
-                ball = (pairwise_sq(X, X[j : j + 1])[:, 0] <= r * r) & ~covered
+                ball = (pairwise_sq(X[j : j + 1], X, sq)[0] <= r * r) & ~covered
                 covered |= ball
-                degree -= ball_counts(X, X, r, ball)
+                degree -= ball_counts(X, np.flatnonzero(ball), r, sq)
         return np.asarray(out, dtype=np.int64)
 
 
@@ -323,12 +344,15 @@ class ProbCover(Strategy):
 # MaxHerding
 
 
-def gaussian_gain(X: np.ndarray, cand: np.ndarray, kmax: np.ndarray, gamma: float) -> np.ndarray:
+def gaussian_gain(
+    X: np.ndarray, cand: np.ndarray, kmax: np.ndarray, gamma: float, sq: np.ndarray | None = None
+) -> np.ndarray:
     """MaxHerding's gain of adding each pool row ``cand`` (m,) of ``X`` ``(n, d)``:
     ``mean_u max(k(u, x) - kmax(u), 0)`` with ``k(u, x) = exp(-gamma ||u - x||^2)`` and ``kmax``
-    ``(n,)`` the current coverage of every pool item; shape ``(m,)``. In blocks of candidates."""
+    ``(n,)`` the current coverage of every pool item; shape ``(m,)``. ``sq``: the squared row
+    norms ``(n,)`` when at hand. In blocks of candidates."""
     n = X.shape[0]
-    sq = (X * X).sum(1)
+    sq = (X * X).sum(1) if sq is None else sq
     out = np.empty(len(cand))
     for sl in row_blocks(len(cand), n):
         d2 = pairwise_sq(X[cand[sl]], X, sq)
@@ -383,18 +407,20 @@ class MaxHerding(Strategy):
         return np.exp(-self.gamma(state) * md * md)  # 0 where nothing is labeled (inf distance)
 
     def score(self, state: ALState) -> np.ndarray:
-        return gaussian_gain(state.X_pool, state.unlabeled_idx, self._kmax(state), self.gamma(state))
+        return gaussian_gain(
+            state.X_pool, state.unlabeled_idx, self._kmax(state), self.gamma(state), pool_sq_norms(state)
+        )
 
     def select(self, state: ALState, k: int = 1, rng: np.random.Generator | None = None) -> np.ndarray:
         unl = state.unlabeled_idx
         k = check_k(k, len(unl))
-        X, gamma = state.X_pool, self.gamma(state)
+        X, sq, gamma = state.X_pool, pool_sq_norms(state), self.gamma(state)
         kmax = self._kmax(state)
         key = f"maxherding:bounds:{self.bandwidth!r}"
         hit = state.cache.get(key)
         if hit is None or not _labeled_superset(state, hit["labeled"]):
             bound = np.full(state.n_pool, -np.inf)
-            bound[unl] = gaussian_gain(X, unl, kmax, gamma)
+            bound[unl] = gaussian_gain(X, unl, kmax, gamma, sq)
             exact = np.zeros(state.n_pool, dtype=bool)
             exact[unl] = True
         else:
@@ -403,18 +429,18 @@ class MaxHerding(Strategy):
             exact = np.zeros(state.n_pool, dtype=bool)
         out: list[int] = []
         for b in range(k):
-            j = self._lazy_pick(X, kmax, gamma, bound, exact)
+            j = self._lazy_pick(X, sq, kmax, gamma, bound, exact)
             if b == 0:  # bounds under the state's own coverage: valid for every later query
                 state.cache[key] = {"labeled": state.labeled_mask.copy(), "bound": bound.copy()}
             out.append(j)
             bound[j] = -np.inf
-            d2 = np.maximum(pairwise_sq(X, X[j : j + 1])[:, 0], 0.0)
+            d2 = np.maximum(pairwise_sq(X[j : j + 1], X, sq)[0], 0.0)
             kmax = np.maximum(kmax, np.exp(-gamma * d2))
             exact[:] = False
         return np.asarray(out, dtype=np.int64)
 
     def _lazy_pick(
-        self, X: np.ndarray, kmax: np.ndarray, gamma: float, bound: np.ndarray, exact: np.ndarray
+        self, X: np.ndarray, sq: np.ndarray, kmax: np.ndarray, gamma: float, bound: np.ndarray, exact: np.ndarray
     ) -> int:
         """The candidate of largest exact gain (ties: the lowest position), re-evaluating the
         upper bounds ``bound`` ``(n,)`` (``-inf`` for non-candidates; updated in place) from the
@@ -426,5 +452,5 @@ class MaxHerding(Strategy):
                 return int(head)
             top = order[: self.LAZY_BLOCK]
             top = top[~exact[top] & np.isfinite(bound[top])]
-            bound[top] = gaussian_gain(X, top, kmax, gamma)
+            bound[top] = gaussian_gain(X, top, kmax, gamma, sq)
             exact[top] = True
