@@ -247,21 +247,20 @@ def test_maxherding_lazy_greedy_equals_plain_greedy() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["woodknots_resnet18", "wiki_detox_embed"])
-def test_cold_start_beats_random_on_embeddings(name: str, shared) -> None:
-    """From zero labels, 20 labels: typicality and coverage beat random sampling (the literature's
-    claim for small budgets on pre-trained embeddings: Hacohen et al. 2022, Yehuda et al. 2022,
-    Bae et al. 2024)."""
-    ds = shared(name)
-    budget, seeds = 20, range(4)
+def test_cold_start_beats_random(shared) -> None:
+    """From zero labels, 20 labels: typicality and coverage beat random sampling on pre-trained
+    image embeddings (ResNet-18 features of wood knots, 3 classes), the literature's claim for small
+    budgets (Hacohen et al. 2022, Yehuda et al. 2022, Bae et al. 2024). docs/benchmarks.md has more
+    datasets, and where it does not hold (binary text embeddings)."""
+    ds = shared("woodknots_resnet18")
     aulc: dict[str, list[float]] = {s: [] for s in ["random", *NAMES]}
-    for seed in seeds:
+    for seed in range(6):
         task = _cold(_task(ds, seed))
         for s in aulc:
-            aulc[s].append(simulate(task, s, budget, seed=seed).aulc)
+            aulc[s].append(simulate(task, s, 20, seed=seed).aulc)
     mean = {s: float(np.mean(v)) for s, v in aulc.items()}
     for s in NAMES:
-        assert mean[s] > mean["random"], mean
+        assert mean[s] > mean["random"] + 0.01, mean
 
 
 # ----------------------------------------------------------------------------------------------
@@ -270,12 +269,12 @@ def test_cold_start_beats_random_on_embeddings(name: str, shared) -> None:
 
 def test_matches_scikit_activeml(wine: Dataset) -> None:
     """Same splits, same definitions (metaal's defaults passed to scikit-activeml): MaxHerding has
-    no random choice and gives the same curves; TypiClust and ProbCover differ by the k-means seed
-    (metaal 0, scikit-activeml the run's seed) and tie-breaking (the lowest position vs random)."""
+    no random choice and gives the same curves; ProbCover differs only by tie-breaking (the lowest
+    position vs random). TypiClust (k-means seeds differ too) is in scripts/bench_skactiveml.py."""
     pytest.importorskip("skactiveml")
     from metaal.experiments.skactiveml_ref import run_skactiveml
 
-    for method, tol in [("maxherding", 1e-12), ("probcover", 0.01), ("typiclust", 0.02)]:
+    for method, tol in [("maxherding", 1e-12), ("probcover", 0.01)]:
         ours, theirs = [], []
         for seed in range(3):
             task = _task(wine, seed, n_initial=10)
