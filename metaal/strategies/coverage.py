@@ -15,10 +15,12 @@ the labeled set: a resumed labeling session asks what an uninterrupted one would
 """
 from __future__ import annotations
 
+import warnings
 from typing import Iterator
 
 import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.exceptions import ConvergenceWarning
 
 from metaal.errors import ConfigError
 from metaal.geometry import pairwise_sq
@@ -76,7 +78,8 @@ def typicality(X: np.ndarray, k: int) -> np.ndarray:
 def cluster_pool(X: np.ndarray, n_clusters: int, random_state: int, minibatch_above: int = 50) -> np.ndarray:
     """Cluster labels ``(n,)`` of ``X`` ``(n, d)`` into ``n_clusters`` clusters: k-means
     (k-means++, one initialization, seeded by ``random_state``), mini-batch k-means above
-    ``minibatch_above`` clusters as in TypiClust's code."""
+    ``minibatch_above`` clusters as in TypiClust's code. With duplicate rows some clusters may
+    stay empty (scikit-learn's warning about it is silenced)."""
     n_clusters = int(min(n_clusters, X.shape[0]))
     if n_clusters <= 1:
         return np.zeros(X.shape[0], dtype=np.int64)
@@ -84,7 +87,9 @@ def cluster_pool(X: np.ndarray, n_clusters: int, random_state: int, minibatch_ab
         km = KMeans(n_clusters=n_clusters, n_init=1, random_state=int(random_state))
     else:
         km = MiniBatchKMeans(n_clusters=n_clusters, n_init=1, batch_size=5000, random_state=int(random_state))
-    return np.asarray(km.fit_predict(X), dtype=np.int64)
+    with warnings.catch_warnings():  # duplicate rows: fewer distinct clusters, which callers handle
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return np.asarray(km.fit_predict(X), dtype=np.int64)
 
 
 @register("typiclust")
