@@ -8,7 +8,9 @@ Registered heuristics: ``random``, ``least_confident``, ``margin``, ``entropy``
 (:mod:`~metaal.strategies.uncertainty`); ``qbc_vote``, ``qbc_kl``, ``bald``
 (:mod:`~metaal.strategies.committee`); ``egl``, ``badge`` (:mod:`~metaal.strategies.gradient`);
 ``density``, ``coreset``, ``dbal`` (:mod:`~metaal.strategies.diversity`); ``albl``
-(:mod:`~metaal.strategies.bandit`); ``oracle`` (:mod:`~metaal.strategies.oracle`), a reference
+(:mod:`~metaal.strategies.bandit`); ``typiclust``, ``probcover``, ``maxherding``
+(:mod:`~metaal.strategies.coverage`, model-free: they work from zero labels); ``oracle``
+(:mod:`~metaal.strategies.oracle`), a reference
 that reads the test labels and runs in simulation only.
 
 A strategy that needs a model (:attr:`Strategy.needs_model`) runs behind
@@ -22,6 +24,7 @@ Users' strategies: ``module:Class`` and ``path.py:Class`` name a :class:`Strateg
 from metaal.strategies import (
     bandit,  # noqa: F401  (registers albl; imports the others first)
     committee,  # noqa: F401  (registers qbc_vote, qbc_kl, bald)
+    coverage,  # noqa: F401  (registers typiclust, probcover, maxherding)
     diversity,  # noqa: F401  (registers density, coreset, dbal)
     gradient,  # noqa: F401  (registers egl, badge)
     oracle,  # noqa: F401  (registers oracle: simulation only, reads test labels)
