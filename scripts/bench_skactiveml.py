@@ -6,9 +6,12 @@ standardized features and LogisticRegression(max_iter=1000); metaal's ``simulate
 scikit-activeml's pool loop (:func:`metaal.experiments.skactiveml_ref.run_skactiveml`). Prints a
 table: dataset, method, metaal AULC, skactiveml AULC (means over seeds), their difference and the
 largest per-seed difference. ``random`` uses each library's own random stream, so only its mean
-is comparable.
+is comparable. ``--batch-size`` queries that many labels per step in both libraries (the batch
+variants).
 
     METAAL_DATA=../shared/data python scripts/bench_skactiveml.py --seeds 20 --budget 50
+    METAAL_DATA=../shared/data python scripts/bench_skactiveml.py --methods xpal eer falcun dropquery \
+        --data sklearn:wine sklearn:breast_cancer vertebral_column --seeds 5 --budget 30
 """
 from __future__ import annotations
 
@@ -33,11 +36,17 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--budget", type=int, default=50)
     ap.add_argument("--initial", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=1, help="labels per query in both libraries")
     args = ap.parse_args()
+    if args.batch_size < 1:
+        ap.error(f"--batch-size must be >= 1 (got {args.batch_size})")
     header = (
         f"{'dataset':<22} {'method':<16} {'metaal AULC':>12} {'skactiveml AULC':>16} {'diff':>8} {'max |diff|':>11}"
     )
-    print(f"seeds={args.seeds} budget={args.budget} initial={args.initial} learner=LogisticRegression(max_iter=1000)")
+    print(
+        f"seeds={args.seeds} budget={args.budget} initial={args.initial} batch={args.batch_size} "
+        "learner=LogisticRegression(max_iter=1000)"
+    )
     print(header)
     print("-" * len(header))
     t0 = time.perf_counter()
@@ -45,8 +54,9 @@ def main() -> None:
         ds = load_dataset(name)
         tasks = [Task.from_split(ds, make_split(ds, s, n_initial=args.initial)) for s in range(args.seeds)]
         for method in args.methods:
-            ours = np.array([simulate(t, method, args.budget, seed=t.seed).aulc for t in tasks])
-            ref = np.array([float(np.mean(run_skactiveml(t, method, args.budget, t.seed))) for t in tasks])
+            b = args.batch_size
+            ours = np.array([simulate(t, method, args.budget, seed=t.seed, batch_size=b).aulc for t in tasks])
+            ref = np.array([float(np.mean(run_skactiveml(t, method, args.budget, t.seed, b))) for t in tasks])
             d = ours - ref
             print(
                 f"{ds.name:<22} {method:<16} {ours.mean():>12.4f} {ref.mean():>16.4f} "

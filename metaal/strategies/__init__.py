@@ -7,8 +7,9 @@ group ``metaal.strategies``).
 Registered heuristics: ``random``, ``least_confident``, ``margin``, ``entropy``
 (:mod:`~metaal.strategies.uncertainty`); ``qbc_vote``, ``qbc_kl``, ``bald``
 (:mod:`~metaal.strategies.committee`); ``egl``, ``badge`` (:mod:`~metaal.strategies.gradient`);
-``density``, ``coreset``, ``dbal`` (:mod:`~metaal.strategies.diversity`); ``albl``
-(:mod:`~metaal.strategies.bandit`).
+``density``, ``coreset``, ``dbal`` (:mod:`~metaal.strategies.diversity`); ``eer``, ``xpal``
+(:mod:`~metaal.strategies.expected`); ``falcun``, ``dropquery`` (:mod:`~metaal.strategies.batch`);
+``albl`` (:mod:`~metaal.strategies.bandit`).
 
 Users' strategies: ``module:Class`` and ``path.py:Class`` name a :class:`Strategy` subclass, and
 :class:`FunctionStrategy` wraps a plain function ``f(estimator, X_unlabeled) -> scores``
@@ -16,8 +17,10 @@ Users' strategies: ``module:Class`` and ``path.py:Class`` name a :class:`Strateg
 """
 from metaal.strategies import (
     bandit,  # noqa: F401  (registers albl; imports the others first)
+    batch,  # noqa: F401  (registers falcun, dropquery)
     committee,  # noqa: F401  (registers qbc_vote, qbc_kl, bald)
     diversity,  # noqa: F401  (registers density, coreset, dbal)
+    expected,  # noqa: F401  (registers eer, xpal)
     gradient,  # noqa: F401  (registers egl, badge)
     uncertainty,  # noqa: F401  (registers random, least_confident, margin, entropy)
 )

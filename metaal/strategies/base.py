@@ -32,6 +32,9 @@ class Strategy:
     name: ClassVar[str] = "base"
     #: True if :meth:`score` is meaningful (used by observers and the ALBL bandit).
     has_score: ClassVar[bool] = True
+    #: True if :meth:`score` / :meth:`select` need a model fitted on at least two classes; the loop
+    #: asks a fallback before that. False for model-free strategies, which must work with no labels.
+    needs_model: ClassVar[bool] = True
 
     def reset(self, state: ALState | None = None, rng: np.random.Generator | None = None) -> None:
         """Forget anything learned in a previous run."""
