@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from metaal import strategies
 from metaal.data import load_dataset, make_split
 from metaal.experiments.skactiveml_ref import run_skactiveml
 from metaal.loop import simulate
@@ -27,6 +28,11 @@ from metaal.state import Task
 
 DATASETS = ["sklearn:breast_cancer", "sklearn:wine", "banknote", "vote", "vertebral_column"]
 METHODS = ["random", "least_confident", "margin", "entropy"]
+#: rows that run a metaal strategy with arguments against a scikit-activeml method:
+#: row name -> (metaal strategy, its arguments, scikit-activeml method of run_skactiveml)
+VARIANTS: dict[str, tuple[str, dict, str]] = {
+    "dropquery_sk": ("dropquery", {"n_dropout": 5, "rescale": False}, "dropquery"),  # skactiveml's defaults
+}
 
 
 def main() -> None:
@@ -55,8 +61,12 @@ def main() -> None:
         tasks = [Task.from_split(ds, make_split(ds, s, n_initial=args.initial)) for s in range(args.seeds)]
         for method in args.methods:
             b = args.batch_size
-            ours = np.array([simulate(t, method, args.budget, seed=t.seed, batch_size=b).aulc for t in tasks])
-            ref = np.array([float(np.mean(run_skactiveml(t, method, args.budget, t.seed, b))) for t in tasks])
+            name, kwargs, sk_method = VARIANTS.get(method, (method, {}, method))
+            ours = np.array([
+                simulate(t, strategies.get(name, **kwargs), args.budget, seed=t.seed, batch_size=b).aulc
+                for t in tasks
+            ])
+            ref = np.array([float(np.mean(run_skactiveml(t, sk_method, args.budget, t.seed, b))) for t in tasks])
             d = ours - ref
             print(
                 f"{ds.name:<22} {method:<16} {ours.mean():>12.4f} {ref.mean():>16.4f} "
