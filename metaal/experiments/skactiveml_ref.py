@@ -43,7 +43,8 @@ def _eer_query(task: Task, seed: int) -> Query:
     from skactiveml.pool import MonteCarloEER, SubSamplingWrapper
 
     qs = SubSamplingWrapper(MonteCarloEER(random_state=seed), max_candidates=100, random_state=seed)
-    return lambda X, y, clf, b: qs.query(X, y, clf=clf, fit_clf=False, batch_size=b)
+    # fit_clf=True: its index wrapper refits only a classifier it fitted itself (the same model)
+    return lambda X, y, clf, b: qs.query(X, y, clf=clf, fit_clf=True, batch_size=b)
 
 
 def _xpal_query(task: Task, seed: int) -> Query:
