@@ -7,11 +7,12 @@ group ``metaal.strategies``).
 Registered heuristics: ``random``, ``least_confident``, ``margin``, ``entropy``
 (:mod:`~metaal.strategies.uncertainty`); ``qbc_vote``, ``qbc_kl``, ``bald``
 (:mod:`~metaal.strategies.committee`); ``egl``, ``badge`` (:mod:`~metaal.strategies.gradient`);
-``density``, ``coreset``, ``dbal`` (:mod:`~metaal.strategies.diversity`); ``albl``
-(:mod:`~metaal.strategies.bandit`); ``typiclust``, ``probcover``, ``maxherding``
+``density``, ``coreset``, ``dbal`` (:mod:`~metaal.strategies.diversity`); ``eer``, ``xpal``
+(:mod:`~metaal.strategies.expected`); ``falcun``, ``dropquery`` (:mod:`~metaal.strategies.batch`);
+``albl`` (:mod:`~metaal.strategies.bandit`); ``typiclust``, ``probcover``, ``maxherding``
 (:mod:`~metaal.strategies.coverage`, model-free: they work from zero labels); ``oracle``
-(:mod:`~metaal.strategies.oracle`), a reference
-that reads the test labels and runs in simulation only.
+(:mod:`~metaal.strategies.oracle`), a reference that reads the test labels and runs in simulation
+only.
 
 A strategy that needs a model (:attr:`Strategy.needs_model`) runs behind
 :class:`ColdStart` in every loop: until two classes are labeled a model-free strategy
@@ -23,9 +24,11 @@ Users' strategies: ``module:Class`` and ``path.py:Class`` name a :class:`Strateg
 """
 from metaal.strategies import (
     bandit,  # noqa: F401  (registers albl; imports the others first)
+    batch,  # noqa: F401  (registers falcun, dropquery)
     committee,  # noqa: F401  (registers qbc_vote, qbc_kl, bald)
     coverage,  # noqa: F401  (registers typiclust, probcover, maxherding)
     diversity,  # noqa: F401  (registers density, coreset, dbal)
+    expected,  # noqa: F401  (registers eer, xpal)
     gradient,  # noqa: F401  (registers egl, badge)
     oracle,  # noqa: F401  (registers oracle: simulation only, reads test labels)
     uncertainty,  # noqa: F401  (registers random, least_confident, margin, entropy)
