@@ -23,7 +23,7 @@ from gymnasium import spaces
 from metaal.envs.pool import PoolEnvBase
 from metaal.errors import ConfigError
 from metaal.observe import GLOBAL_HIGH, N_GLOBAL_FEATURES, Observer
-from metaal.strategies import get, names, with_cold_start
+from metaal.strategies import get, names, reads_truth, with_cold_start
 from metaal.strategies.uncertainty import margin_score
 
 #: Default arms: cheap heuristics from distinct families.
@@ -42,8 +42,8 @@ class HeuristicEnv(PoolEnvBase):
         known = names()
         if heuristics is None:
             hs = [h for h in DEFAULT_HEURISTICS if h in known]
-        elif heuristics == "all":
-            hs = list(known)
+        elif heuristics == "all":  # every heuristic; the oracle reads test labels (simulation only)
+            hs = [h for h in known if not reads_truth(get(h))]
         elif isinstance(heuristics, str):
             hs = [h.strip() for h in heuristics.split(",") if h.strip()]
         else:
@@ -51,7 +51,8 @@ class HeuristicEnv(PoolEnvBase):
         if not hs:
             raise ConfigError("heuristics is empty: give at least one heuristic name")
         for h in hs:
-            get(h)  # raises ConfigError for an unknown name
+            if reads_truth(get(h)):  # get raises ConfigError for an unknown name
+                raise ConfigError(f"{h!r} reads the test labels: it is no arm of Heuristic-v0 (simulation only)")
         self.heuristics = hs
         self._strategies = [with_cold_start(get(h)) for h in hs]  # random picks before two classes
         H = len(hs)

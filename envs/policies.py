@@ -30,7 +30,7 @@ import numpy as np
 
 from metaal.errors import ConfigError
 from metaal.loop.simulate import Curve, strategy_rng
-from metaal.strategies import Strategy, get, with_cold_start
+from metaal.strategies import Strategy, get, reads_truth, with_cold_start
 
 
 def _base(env: gym.Env) -> Any:
@@ -46,8 +46,14 @@ class HeuristicPolicy:
     """
 
     def __init__(self, strategy: "str | Strategy", seed: int = 0) -> None:
+        strat = get(strategy) if isinstance(strategy, str) else strategy
+        if reads_truth(strat):
+            raise ConfigError(
+                f"{getattr(strat, 'name', strategy)!r} reads the test labels: it runs in simulations "
+                "(metaal compare / evaluate, metaal.loop.simulate), not as an environment policy"
+            )
         # from a cold start (initial = 0), random picks for a model-based heuristic until two classes
-        self.strategy = with_cold_start(get(strategy) if isinstance(strategy, str) else strategy)
+        self.strategy = with_cold_start(strat)
         self.name = getattr(self.strategy, "name", str(strategy))
         self.seed = int(seed)
         self.rng = strategy_rng(self.seed)
