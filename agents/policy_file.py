@@ -50,9 +50,10 @@ def resolve_policy_path(spec: "str | os.PathLike") -> Path:
     s = str(spec)
     if s in ("", "default"):
         return _default_policy_path()
-    shipped = _default_policy_path().with_name(f"{s}.zip")
-    if "/" not in s and "\\" not in s and not Path(s).exists() and shipped.is_file():
-        return shipped
+    if "/" not in s and "\\" not in s and not s.endswith(".zip") and not Path(s).exists():
+        shipped = _default_policy_path().with_name(f"{s}.zip")
+        if shipped.is_file():
+            return shipped
     p = Path(s).expanduser()
     if p.is_dir():
         return p / "policy.zip"

@@ -143,8 +143,6 @@ def sweep_dataset(ds, learned, args: argparse.Namespace) -> list[dict]:
 
 def sweep(args: argparse.Namespace) -> int:
     """The full sweep on ``args.data`` (see the module docstring)."""
-    import csv
-    import json
     from pathlib import Path
 
     from metaal.agents.stream_policy import StreamPolicy
@@ -163,13 +161,7 @@ def sweep(args: argparse.Namespace) -> int:
         print(f"dataset {ds.name} ({ds.n} rows, {ds.X.shape[1]} features, {ds.n_classes} classes), "
               f"{args.episodes} episodes of {args.length} items, request cost {args.request_cost}", flush=True)
         rows += sweep_dataset(ds, learned, args)
-    with open(out / "stream_sweep.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    (out / "stream_sweep.json").write_text(json.dumps(
-        {"policy": learned.name, "datasets": [d.name for d in streams], "rows": rows}, indent=1) + "\n")
-    plot(rows, out / "stream_sweep.png")
+        write(rows, out, learned.name)  # after every stream: a long sweep keeps what it measured
     wins = 0
     for pen in PENALTIES:
         mean = {m: np.mean([r["reward"] for r in rows if r["penalty"] == pen and r["method"] == m]) for m in METHODS}
@@ -178,6 +170,21 @@ def sweep(args: argparse.Namespace) -> int:
     print(f"wrote {out}/stream_sweep.csv, .json, .png")
     print(f"learned policy beats the tuned threshold at {wins} of {len(PENALTIES)} penalties")
     return 0
+
+
+def write(rows: list[dict], out, policy: str) -> None:
+    """``stream_sweep.csv``, ``.json`` and ``.png`` in ``out``."""
+    import csv
+    import json
+
+    with open(out / "stream_sweep.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    (out / "stream_sweep.json").write_text(json.dumps({"policy": policy, "datasets": datasets, "rows": rows},
+                                                      indent=1) + "\n")
+    plot(rows, out / "stream_sweep.png")
 
 
 def plot(rows: list[dict], path) -> None:

@@ -119,7 +119,43 @@ def test_corrupt_stream_policy_falls_back_loudly_to_the_threshold(tmp_path) -> N
     assert _episode(env, pol, 1)[0] == _episode(env, ThresholdStreamPolicy(), 1)[0]
     with pytest.raises(PolicyError, match="not a zip"):
         StreamPolicy(str(bad), strict=True)
-    # a pool policy is not a stream policy
+    # the pool policy (policy:default) is not a stream policy: other observation version
+    from metaal.agents.policy_file import resolve_policy_path
+
+    with pytest.raises(PolicyError, match="observation version"):
+        StreamPolicy(str(resolve_policy_path("default")), strict=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert StreamPolicy("policy:default").is_fallback
+        assert StreamPolicy(str(resolve_policy_path("default"))).is_fallback
+
+
+def _bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_stream.py"
+    spec = importlib.util.spec_from_file_location("bench_stream", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_stream_refuses_an_unknown_stream(tmp_path, capsys) -> None:
+    assert _bench().main(["--data", "no_such_stream_xyz", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "no_such_stream_xyz" in err and "\n" not in err
+
+
+@pytest.mark.slow
+def test_bench_stream_sweep_writes_every_method_and_the_verdict(tmp_path, capsys) -> None:
+    import json
+
+    rc = _bench().main(["--data", "sklearn:iris", "--out", str(tmp_path), "--episodes", "2", "--tune-episodes", "1",
+                        "--length", "15", "--warm-start"])
+    assert rc == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("learned policy beats the tuned threshold at ") and last.endswith(" of 5 penalties")
+    rows = json.loads((tmp_path / "stream_sweep.json").read_text())["rows"]
+    assert {r["method"] for r in rows} == {"learned", "tuned", "bayes", "vu", "split"} and len(rows) == 25
+    assert all(0.0 <= r["request_rate"] <= 1.0 for r in rows)
+    assert (tmp_path / "stream_sweep.png").stat().st_size > 1000 and (tmp_path / "stream_sweep.csv").is_file()
