@@ -44,11 +44,16 @@ def _default_policy_path() -> Path:
 
 
 def resolve_policy_path(spec: "str | os.PathLike") -> Path:
-    """The ``.zip`` that ``spec`` names: ``default``, a ``.zip`` path, a path without suffix, or a
-    folder holding ``policy.zip`` (a training output)."""
+    """The ``.zip`` that ``spec`` names: ``default``, the name of another shipped policy
+    (``stream-default``), a ``.zip`` path, a path without suffix, or a folder holding ``policy.zip``
+    (a training output)."""
     s = str(spec)
     if s in ("", "default"):
         return _default_policy_path()
+    if "/" not in s and "\\" not in s and not s.endswith(".zip") and not Path(s).exists():
+        shipped = _default_policy_path().with_name(f"{s}.zip")
+        if shipped.is_file():
+            return shipped
     p = Path(s).expanduser()
     if p.is_dir():
         return p / "policy.zip"
@@ -123,8 +128,9 @@ def save_policy(model: Any, path: "str | os.PathLike", k: int, algo: str, datase
     return zp
 
 
-def read_metadata(zip_path: "str | os.PathLike") -> dict[str, Any]:
-    """Read and check the metadata of a policy zip (existence, JSON, checksum, observation version).
+def read_metadata(zip_path: "str | os.PathLike", obs_version: str = OBS_VERSION) -> dict[str, Any]:
+    """Read and check the metadata of a policy zip (existence, JSON, checksum, observation version:
+    ``obs_version``, the pool observer's by default; stream policies pass ``stream-2``).
 
     :raises PolicyError: with a one-line reason.
     """
@@ -154,10 +160,10 @@ def read_metadata(zip_path: "str | os.PathLike") -> dict[str, Any]:
             f"policy file {zp} is corrupt: sha256 {digest[:12]}... does not match the metadata's "
             f"{str(meta['sha256'])[:12]}..."
         )
-    if meta["obs_version"] != OBS_VERSION:
+    if meta["obs_version"] != obs_version:
         raise PolicyError(
             f"policy {zp} was trained on observation version {meta['obs_version']!r}, this metaal "
-            f"computes {OBS_VERSION!r}; retrain it (metaal train)"
+            f"computes {obs_version!r}; retrain it (metaal train)"
         )
     return meta
 

@@ -6,7 +6,7 @@ Importing this package registers:
 * ``metaal/PoolBatch-v0``  ``b`` labels per step, chosen by a score per candidate
   (:mod:`metaal.envs.pool_batch`)
 * ``metaal/Stream-v0``     items arrive one by one: predict a class or pay for the label
-  (:mod:`metaal.envs.stream`)
+  (:mod:`metaal.envs.stream`; baselines and the two-way view in :mod:`metaal.envs.stream_policies`)
 * ``metaal/Heuristic-v0``  choose which heuristic labels next (ALBL as RL, :mod:`metaal.envs.heuristic`)
 
 Heuristics act as policies through :class:`metaal.envs.policies.HeuristicPolicy`;
@@ -32,6 +32,7 @@ from metaal.envs.pool import PoolEnv, PoolEnvBase
 from metaal.envs.pool_batch import PoolBatchEnv
 from metaal.envs.rewards import REWARD_MODES, RewardSplit, step_reward
 from metaal.envs.stream import StreamEnv, ThresholdStreamPolicy
+from metaal.envs.stream_policies import SplitStreamPolicy, StreamDecisionEnv, VariableUncertaintyStreamPolicy
 
 #: The registered environment ids (versioned).
 ENV_IDS: tuple[str, ...] = ("metaal/Pool-v0", "metaal/PoolBatch-v0", "metaal/Stream-v0", "metaal/Heuristic-v0")
@@ -60,8 +61,11 @@ __all__ = [
     "HeuristicPolicy",
     "PolicyCurve",
     "PoolBatchEnv",
+    "SplitStreamPolicy",
+    "StreamDecisionEnv",
     "StreamEnv",
     "ThresholdStreamPolicy",
+    "VariableUncertaintyStreamPolicy",
     "evaluate_policy",
     "PoolEnv",
     "PoolEnvBase",

@@ -18,6 +18,22 @@ Observation ``Dict``:
   log(1001), request rate so far, position in the episode (t / length), log C / log 100;
 * ``action_mask`` ``MultiBinary(C + 1)``: real classes and the request action.
 
+With ``cost_features=True`` (observation version ``stream-2``) ``features`` has 12 entries: the 8
+above, then the smoothed top probability ``q = (n p + 1) / (n + C)`` (``n`` labels so far), the
+request cost ``log(c / 0.001) / log(1000)`` (clipped to ``[0, 1]``: ``c`` from 0.001 to 1), the
+wrong penalty ``log(1 + penalty) / log(101)`` and the expected-reward threshold
+``(penalty - c) / (correct_reward + penalty)`` (clipped to ``[0, 1]``). With
+``request_cost_range`` / ``wrong_penalty_range`` each episode draws its cost and penalty
+log-uniformly in the range (training one policy for every cost setting); ``reset`` options
+``request_cost`` and ``wrong_penalty`` pin them for one episode.
+
+Version History
+---------------
+
+* v0 (observation ``stream-1``): 8 features, fixed costs.
+* v0, ``cost_features=True`` (observation ``stream-2``, backward compatible: off by default): 12
+  features, costs drawn per episode or pinned per reset.
+
 Each episode draws a dataset, then ``episode_length`` of its rows in random order; features are
 standardized with statistics of the whole dataset (no labels used).
 """
@@ -55,7 +71,28 @@ STREAM_FEATURES = (
     "position",
     "log_classes",
 )
+COST_FEATURES = ("smoothed_top", "log_request_cost", "log_wrong_penalty", "bayes_threshold")
 _HIGH = np.array([1, 1, 1, 4, 10, 1, 1, 10], dtype=np.float32)
+_HIGH_COST = np.concatenate([_HIGH, np.ones(len(COST_FEATURES), dtype=np.float32)])
+#: Observation versions: ``stream-1`` (8 features), ``stream-2`` (``cost_features=True``, 12).
+STREAM_OBS_VERSIONS = ("stream-1", "stream-2")
+
+
+def _log_uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
+    lo, hi = float(lo_hi[0]), float(lo_hi[1])
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if hi > lo else lo
+
+
+def _check_range(name: str, r: Any) -> tuple[float, float] | None:
+    if r is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in r)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a (low, high) pair (got {r!r})") from None
+    if not 0 < lo <= hi:
+        raise ConfigError(f"{name} must satisfy 0 < low <= high (got {r!r})")
+    return lo, hi
 
 
 class StreamEnv(gym.Env):
@@ -71,6 +108,9 @@ class StreamEnv(gym.Env):
     :param learner: learner name or estimator, refitted per requested label.
     :param blas_threads: BLAS threads during reset/step (see :mod:`metaal.envs._threads`).
     :param render_mode: None or ``"ansi"``.
+    :param cost_features: add the 4 cost features (observation ``stream-2``).
+    :param request_cost_range: ``(low, high)``: draw each episode's request cost log-uniformly.
+    :param wrong_penalty_range: ``(low, high)``: draw each episode's wrong penalty log-uniformly.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
@@ -88,6 +128,9 @@ class StreamEnv(gym.Env):
         warm_start: bool = False,
         blas_threads: int | None = 1,
         render_mode: str | None = None,
+        cost_features: bool = False,
+        request_cost_range: tuple[float, float] | None = None,
+        wrong_penalty_range: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
         self.collection = DatasetCollection(DEFAULT_STREAM_DATASETS if datasets is None else datasets)
@@ -108,12 +151,19 @@ class StreamEnv(gym.Env):
         self.warm_start = bool(warm_start)
         self.blas_threads = blas_threads
         self.render_mode = render_mode
+        self.cost_features = bool(cost_features)
+        self.request_cost_range = _check_range("request_cost_range", request_cost_range)
+        self.wrong_penalty_range = _check_range("wrong_penalty_range", wrong_penalty_range)
+        self._base_costs = (self.request_cost, self.wrong_penalty)
+        self.obs_version = STREAM_OBS_VERSIONS[1] if self.cost_features else STREAM_OBS_VERSIONS[0]
+        high = _HIGH_COST if self.cost_features else _HIGH
+        self._high = high
         C = self.max_classes
         self.request_action = C
         self.observation_space = spaces.Dict(
             {
                 "proba": spaces.Box(0.0, 1.0, shape=(C,), dtype=np.float32),
-                "features": spaces.Box(0.0, _HIGH, shape=(len(STREAM_FEATURES),), dtype=np.float32),
+                "features": spaces.Box(0.0, high, shape=(len(high),), dtype=np.float32),
                 "action_mask": spaces.MultiBinary(C + 1),
             }
         )
@@ -167,9 +217,21 @@ class StreamEnv(gym.Env):
             ],
             dtype=np.float32,
         )
+        if self.cost_features:
+            n, c, pen = self.n_requests, self.request_cost, self.wrong_penalty
+            extra = np.array(
+                [
+                    (n * top + 1.0) / (n + C),
+                    np.log(max(c, 1e-3) / 1e-3) / np.log(1000.0),
+                    np.log1p(pen) / np.log(101.0),
+                    (pen - c) / (self.correct_reward + pen) if self.correct_reward + pen > 0 else 0.0,
+                ],
+                dtype=np.float32,
+            )
+            f = np.concatenate([f, extra])
         return {
             "proba": np.clip(proba, 0.0, 1.0),
-            "features": np.clip(f, 0.0, _HIGH),
+            "features": np.clip(f, 0.0, self._high),
             "action_mask": self._mask().astype(np.int8),
         }
 
@@ -182,6 +244,8 @@ class StreamEnv(gym.Env):
             "accuracy_predicted": self.n_correct / self.n_predicted if self.n_predicted else float("nan"),
             "request_rate": self.n_requests / max(self.t, 1),
             "dataset": self.name,
+            "request_cost": self.request_cost,
+            "wrong_penalty": self.wrong_penalty,
         }
         info.update(extra)
         return info
@@ -190,17 +254,30 @@ class StreamEnv(gym.Env):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Start an episode; ``options={"dataset": spec}`` pins the dataset."""
+        """Start an episode; ``options={"dataset": spec}`` pins the dataset, ``request_cost`` and
+        ``wrong_penalty`` pin the costs of this episode."""
         with blas_limit(self.blas_threads):
             return self._reset(seed, options)
 
     def _reset(self, seed: int | None, options: dict[str, Any] | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
         options = dict(options or {})
-        unknown = set(options) - {"dataset"}
+        unknown = set(options) - {"dataset", "request_cost", "wrong_penalty"}
         if unknown:
-            raise ConfigError(f"unknown reset option(s) {sorted(unknown)} (known: dataset)")
+            raise ConfigError(
+                f"unknown reset option(s) {sorted(unknown)} (known: dataset, request_cost, wrong_penalty)"
+            )
         rng = self.np_random
+        cost, pen = self._base_costs
+        if self.request_cost_range is not None:
+            cost = _log_uniform(rng, self.request_cost_range)
+        if self.wrong_penalty_range is not None:
+            pen = _log_uniform(rng, self.wrong_penalty_range)
+        cost = float(options.get("request_cost", cost))
+        pen = float(options.get("wrong_penalty", pen))
+        if cost < 0 or pen < 0:
+            raise ConfigError("request_cost and wrong_penalty must be >= 0")
+        self.request_cost, self.wrong_penalty = cost, pen
         ds = (
             DatasetCollection(options["dataset"]).get(0, rng)
             if options.get("dataset") is not None
