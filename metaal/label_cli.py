@@ -150,7 +150,7 @@ def make_learner_from_args(args: argparse.Namespace) -> Any:
             data = store.meta["dataset"]
     if data is None:
         raise ConfigError("give --data (and --store PATH.sqlite to keep the answers)")
-    if args.protocol is not None:
+    if getattr(args, "protocol", None) is not None:  # metaal labelstudio shares this set-up, without it
         proto = get_protocol(args.protocol)
         args.initial = proto.initial if args.initial is None else args.initial
         args.budget = proto.budget if args.budget is None else args.budget
@@ -177,7 +177,7 @@ def make_learner_from_args(args: argparse.Namespace) -> Any:
         test_size=args.test_size,
         classes=classes,
         budget=args.budget,
-        prefetch=args.prefetch,
+        prefetch=bool(getattr(args, "prefetch", False)),  # metaal labelstudio: always exact
     )
 
 

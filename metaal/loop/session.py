@@ -343,8 +343,9 @@ class ActiveLearner:
                 f"strategy {getattr(strat, 'name', strat)!r} reads the test labels: it is a reference for simulations "
                 "(metaal compare / evaluate), not a way to choose what a person labels"
             )
+        self.strategy = strat
         # from zero initial labels, a strategy that needs a model lets a model-free one pick first
-        self.strategy = with_cold_start(strat)
+        self._picker = with_cold_start(strat)
         self.strategy_name = (
             strategy if isinstance(strategy, str) else getattr(strategy, "name", type(strategy).__name__)
         )
@@ -453,7 +454,7 @@ class ActiveLearner:
             self.task, self.learner_spec, budget=self.budget, seed=self.seed, initial=pos[order], labels=labels[order]
         )
         self._rng = strategy_rng(self.seed)
-        self.strategy.reset(self.state, self._rng)
+        self._picker.reset(self.state, self._rng)
 
     def _rebuild(self) -> None:
         """(Re)build the ALState from the labels in the store, as an uninterrupted session built
@@ -676,13 +677,13 @@ class ActiveLearner:
         else:
             ask = min(st.n_pool - st.n_labeled, m + n_excluded_unlabeled)
             # the one generator stream of the run, as in simulate (saved with the query below)
-            chosen, chosen_scores = select_scored(self.strategy, st, ask, self._rng)
+            chosen, chosen_scores = select_scored(self._picker, st, ask, self._rng)
             keep = np.flatnonzero(free_mask[chosen])[:m]
             picks = chosen[keep]
             if chosen_scores is not None:
                 sc = [float(v) for v in chosen_scores[keep]]
-            fallback = bool(getattr(self.strategy, "is_fallback", False))
-            fb_name = getattr(self.strategy, "fallback_name", "heuristic")
+            fallback = bool(getattr(self._picker, "is_fallback", False))
+            fb_name = getattr(self._picker, "fallback_name", "heuristic")
             reason = f"{self.strategy_name} (fallback: {fb_name})" if fallback else self.strategy_name
             strategy_state = self.strategy.get_state()
             rng_state = self._rng.bit_generator.state
