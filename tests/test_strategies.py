@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from strategy_contract import check_select_contract
 
 from metaal import strategies
 from metaal.data import Dataset, load_dataset, make_split
@@ -23,7 +24,8 @@ from metaal.strategies.gradient import badge_embedding_parts, egl_score, kmeansp
 ALL = strategies.names()
 EXPECTED = {
     "random", "least_confident", "margin", "entropy", "qbc_vote", "qbc_kl", "bald", "egl",
-    "badge", "density", "coreset", "dbal", "albl",
+    "badge", "density", "coreset", "dbal", "albl", "typiclust", "probcover", "maxherding", "eer", "xpal",
+    "falcun", "dropquery",
 }
 
 
@@ -67,36 +69,7 @@ def test_all_heuristics_registered() -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 @pytest.mark.parametrize("which", ["wine", "imbalanced"])
 def test_select_contract(name: str, which: str, tasks: dict[str, Task]) -> None:
-    task = tasks[which]
-    for k in (1, 5):
-        picks = []
-        for _ in range(2):  # same seed, fresh strategy and state -> same picks
-            state = new_state(task, budget=20)
-            strat = strategies.get(name)
-            strat.reset(state, np.random.default_rng(3))
-            idx = np.asarray(strat.select(state, k, np.random.default_rng(3)))
-            assert idx.shape == (k,) and idx.dtype.kind == "i"
-            assert len(np.unique(idx)) == k
-            assert (idx >= 0).all() and (idx < task.n_pool).all()
-            assert not state.labeled_mask[idx].any()
-            picks.append(idx)
-        np.testing.assert_array_equal(picks[0], picks[1])
-    # after some labels: still never a labeled one; with exactly k left, all of them
-    state = new_state(task, budget=None)
-    strat = strategies.get(name)
-    strat.reset(state, np.random.default_rng(1))
-    rng = np.random.default_rng(1)
-    for _ in range(3):
-        idx = strat.select(state, 5, rng)
-        assert not state.labeled_mask[idx].any() and len(np.unique(idx)) == 5
-        state.add_labels(idx, task.y_pool[idx])
-    rest = state.unlabeled_idx[5:]
-    state.add_labels(rest, task.y_pool[rest], refit=True)
-    left = state.unlabeled_idx
-    assert len(left) == 5
-    assert set(strat.select(state, 5, rng).tolist()) == set(left.tolist())
-    with pytest.raises(ConfigError):
-        strat.select(state, 6, rng)
+    check_select_contract(name, tasks[which])
 
 
 def test_albl_never_repicks_and_learns(tasks: dict[str, Task]) -> None:

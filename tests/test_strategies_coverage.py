@@ -8,12 +8,13 @@ import dataclasses
 
 import numpy as np
 import pytest
+from strategy_contract import check_select_contract
 
 from metaal import strategies
 from metaal.data import Dataset, load_dataset, make_split
 from metaal.errors import ConfigError
 from metaal.learners import make_learner
-from metaal.loop import new_state, simulate
+from metaal.loop import simulate
 from metaal.state import ALState, Task
 from metaal.strategies.coverage import (
     cluster_pool,
@@ -72,40 +73,10 @@ def test_registered_model_free_with_reference() -> None:
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("cold", [False, True])
 def test_select_contract(name: str, cold: bool, wine_task: Task) -> None:
+    """The template (tests/strategy_contract.py), from ten labels and from none, with the score."""
     task = _cold(wine_task) if cold else wine_task
-    for k in (1, 5):
-        picks = []
-        for _ in range(2):  # same seed, fresh strategy and state -> same picks
-            state = new_state(task, budget=20)
-            assert state.n_labeled == (0 if cold else 10)
-            strat = strategies.get(name)
-            strat.reset(state, np.random.default_rng(3))
-            idx = np.asarray(strat.select(state, k, np.random.default_rng(3)))
-            assert idx.shape == (k,) and idx.dtype.kind == "i"
-            assert len(np.unique(idx)) == k
-            assert (idx >= 0).all() and (idx < task.n_pool).all()
-            assert not state.labeled_mask[idx].any()
-            s = strat.score(state)
-            assert s.shape == (len(state.unlabeled_idx),) and np.isfinite(s).all()
-            if k == 1:  # the top score is the pick
-                assert state.unlabeled_idx[int(np.argmax(s))] == idx[0]
-            picks.append(idx)
-        np.testing.assert_array_equal(picks[0], picks[1])
-    # label batch after batch: never a labeled item; with exactly k left, all of them
-    state = new_state(task, budget=None)
-    strat = strategies.get(name)
-    rng = np.random.default_rng(1)
-    strat.reset(state, rng)
-    for _ in range(3):
-        idx = strat.select(state, 5, rng)
-        assert not state.labeled_mask[idx].any() and len(np.unique(idx)) == 5
-        state.add_labels(idx, task.y_pool[idx])
-    rest = state.unlabeled_idx[5:]
-    state.add_labels(rest, task.y_pool[rest])
-    left = state.unlabeled_idx
-    assert set(strat.select(state, 5, rng).tolist()) == set(left.tolist())
-    with pytest.raises(ConfigError):
-        strat.select(state, 6, rng)
+    assert len(task.initial) == (0 if cold else 10)
+    check_select_contract(name, task, scored=True)
 
 
 def test_bad_parameters() -> None:

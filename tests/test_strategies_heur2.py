@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from strategy_contract import check_select_contract
 
 from metaal import strategies
 from metaal.data import Dataset, load_dataset, make_split
@@ -68,35 +69,8 @@ def test_registered_need_a_model_and_cite() -> None:
     + [pytest.param("eer", "digits", marks=pytest.mark.slow)],  # ~600 refits of 650 weights per query
 )
 def test_select_contract(name: str, which: str, wine_task: Task, digits_task: Task) -> None:
-    """Distinct unlabeled picks, reproducible with a seed, for k = 1 and k = 5; never a labeled
-    item after labels come in; with exactly k left, all of them; k too large is refused."""
-    task = wine_task if which == "wine" else digits_task
-    for k in (1, 5):
-        picks = []
-        for _ in range(2):
-            state = new_state(task, budget=20)
-            strat = strategies.get(name)
-            strat.reset(state, np.random.default_rng(3))
-            idx = np.asarray(strat.select(state, k, np.random.default_rng(3)))
-            assert idx.shape == (k,) and idx.dtype.kind == "i"
-            assert len(np.unique(idx)) == k
-            assert not state.labeled_mask[idx].any()
-            picks.append(idx)
-        np.testing.assert_array_equal(picks[0], picks[1])
-    if which == "digits":
-        return  # the end-of-pool part below on the small pool only
-    state = new_state(task, budget=None)
-    strat = strategies.get(name)
-    rng = np.random.default_rng(1)
-    for _ in range(3):
-        idx = strat.select(state, 5, rng)
-        assert not state.labeled_mask[idx].any() and len(np.unique(idx)) == 5
-        state.add_labels(idx, task.y_pool[idx])
-    rest = state.unlabeled_idx[5:]
-    state.add_labels(rest, task.y_pool[rest])
-    assert set(strat.select(state, 5, rng).tolist()) == set(state.unlabeled_idx.tolist())
-    with pytest.raises(ConfigError):
-        strat.select(state, 6, rng)
+    """The template (tests/strategy_contract.py); the end-of-pool part on the small pool only."""
+    check_select_contract(name, wine_task if which == "wine" else digits_task, end_of_pool=which == "wine")
 
 
 def test_bad_parameters() -> None:
