@@ -285,16 +285,7 @@ def imbalance(dataset: Dataset, ratio: float, seed: int = 0) -> Dataset:
         rows = np.flatnonzero(dataset.y == c)
         take = int(min(len(rows), max(m, 2)))
         keep.append(rng.choice(rows, size=take, replace=False))
-    idx = np.sort(np.concatenate(keep))
-    return Dataset(
-        X=None if dataset.X is None else dataset.X[idx],
-        y=dataset.y[idx],
-        classes=dataset.classes,
-        name=dataset.name,
-        text=None if dataset.text is None else dataset.text[idx],
-        images=None if dataset.images is None else dataset.images[idx],
-        extras={k: v[idx] for k, v in dataset.extras.items() if len(v) == dataset.n},
-    )
+    return dataset.subset(np.sort(np.concatenate(keep)))
 
 
 # ----------------------------------------------------------------------------------------------
