@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Sequence
 
-from metaal.data import Dataset, imbalance
+from metaal.data import Dataset, apply_transforms
 from metaal.errors import ConfigError
 
 #: the metrics a curve holds; the headline one ranks strategies and gives ``norm_aulc``
@@ -62,9 +62,8 @@ class Protocol:
             if "imbalance=" in ds.name:
                 out.append(ds)
                 continue
-            sub = imbalance(ds, self.imbalance)
-            sub.name = f"{ds.name}?imbalance={self.imbalance:g}"
-            out.append(sub)
+            # the transform (and its name) of a NAME?imbalance=R spec
+            out.append(apply_transforms(ds, {"imbalance": f"{self.imbalance:g}"}, spec=ds.name))
         return out
 
 

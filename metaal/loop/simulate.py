@@ -237,6 +237,7 @@ def simulate(
             raise RuntimeError(f"strategy {strat.name} returned invalid items {idx.tolist()}")
         queried.extend(int(i) for i in idx)
         record(*label_step(state, idx, task.y_pool[idx], task.X_test, task.y_test))
+    cold_picks = int(getattr(strat, "cold_picks", 0))  # a ColdStart's fallback picks (0 without one)
     return Curve(
         dataset=task.name,
         strategy=getattr(strat, "name", str(strategy)),
@@ -249,6 +250,6 @@ def simulate(
         stop_labels=rule.stop_at,
         stop_accuracy=stop_accuracy,
         stop_kappa=list(rule.kappas),
-        cold_picks=int(getattr(strat, "cold_picks", 0)),
-        cold_fallback=str(strat.fallback.name) if getattr(strat, "cold_picks", 0) else "",
+        cold_picks=cold_picks,
+        cold_fallback=str(strat.fallback.name) if cold_picks else "",
     )
