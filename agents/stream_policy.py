@@ -23,9 +23,11 @@ import numpy as np
 import yaml
 
 from metaal.agents.policy_file import load_model, read_metadata, resolve_policy_path, save_policy
-from metaal.envs.stream import STREAM_OBS_VERSIONS, StreamEnv, ThresholdStreamPolicy
+from metaal.envs.stream import StreamEnv
 from metaal.envs.stream_policies import REQUEST, StreamDecisionEnv
 from metaal.errors import ConfigError, PolicyError
+from metaal.strategies.stream import ThresholdStreamPolicy, argmax_class, episode_of
+from metaal.stream import STREAM_OBS_VERSIONS
 
 log = logging.getLogger("metaal.agents")
 
@@ -104,10 +106,11 @@ def _stream_zip(spec: str) -> Path:
 
 
 class StreamPolicy:
-    """A learned stream policy on ``metaal/Stream-v0`` (any ``max_classes``, costs, length).
+    """A learned stream policy on a :class:`metaal.stream.StreamEpisode` or ``metaal/Stream-v0``
+    (any ``max_classes``, costs, length).
 
-    ``policy(obs, env)`` reads ``env``'s costs and counts, builds the ``stream-2`` features and
-    returns the env's action (the request action, or the argmax class).
+    ``policy(obs, source)`` reads the ``stream-2`` features of ``obs`` and returns the action on
+    ``source`` (the episode, or an env around one): the request action, or the argmax class.
 
     :param path: ``stream-default`` (the shipped policy), ``policy:PATH``, a ``.zip`` or a folder.
     :param strict: raise :class:`PolicyError` instead of falling back to the expected-reward rule.
@@ -144,33 +147,41 @@ class StreamPolicy:
         return self.fallback is not None
 
     @staticmethod
-    def features(obs: dict[str, np.ndarray], env: Any) -> np.ndarray:
+    def features(obs: dict[str, np.ndarray]) -> np.ndarray:
         """The ``(12,)`` ``stream-2`` features of ``obs``."""
         f = np.asarray(obs["features"], dtype=np.float32)
         if f.shape[0] != 12:
-            raise ConfigError("a learned stream policy needs metaal/Stream-v0 with cost_features=True (12 features)")
+            raise ConfigError(
+                "a learned stream policy needs the stream-2 observation (cost_features=True, 12 features)"
+            )
         return f
 
-    def request_probability(self, obs: dict[str, np.ndarray], env: Any) -> float:
-        """The policy's probability of requesting (deterministic action: request iff > 0.5)."""
+    def request_probability(self, obs: dict[str, np.ndarray], source: Any) -> float:
+        """The policy's probability of requesting (deterministic action: request iff > 0.5); 1
+        before the first label (predicting is masked then)."""
         import torch as th  # heavy: only when a policy runs
 
-        f = self.features(obs, env)
-        base = env.unwrapped if hasattr(env, "unwrapped") else env
+        f = self.features(obs)
+        if episode_of(source).n_requests == 0:
+            return 1.0
         with th.no_grad():
             tens, _ = self.model.policy.obs_to_tensor(f)
             probs = self.model.policy.get_distribution(tens).distribution.probs.reshape(-1).cpu().numpy()
-        if base.n_requests == 0:
-            return 1.0
         return float(probs[REQUEST])
 
-    def __call__(self, obs: dict[str, np.ndarray], env: Any) -> int:
+    def __call__(self, obs: dict[str, np.ndarray], source: Any) -> int:
         if self.fallback is not None:
-            return self.fallback(obs, env)
-        base = env.unwrapped if hasattr(env, "unwrapped") else env
-        if base.n_requests == 0 or self.request_probability(obs, env) > 0.5:
-            return int(base.request_action)
-        return int(np.argmax(obs["proba"][: base.n_classes]))
+            return self.fallback(obs, source)
+        ep = episode_of(source)
+        if ep.n_requests == 0 or self.request_probability(obs, ep) > 0.5:
+            return int(ep.request_action)
+        return argmax_class(obs, ep)
 
     def __repr__(self) -> str:
         return f"StreamPolicy({self.spec!r})"
+
+
+def stream_policy_factory(arg: str, strict: bool = False) -> StreamPolicy:
+    """``policy:ARG`` for :func:`metaal.strategies.stream.get_stream_policy` (entry point
+    ``metaal.stream_policies``): ``stream-default`` or a policy file or folder."""
+    return StreamPolicy(arg or "stream-default", strict=strict)

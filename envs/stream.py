@@ -9,6 +9,11 @@ for a right prediction, ``-wrong_penalty`` for a wrong one, ``-request_cost`` pe
 learner (held in an :class:`~metaal.state.ALState` over the episode's items) is refitted on every
 requested label; predicted items are never learned from (their label stays unknown).
 
+The env is a thin wrapper of :class:`metaal.stream.StreamEpisode` (``env.episode``), the stream
+core that the stream labeling session drives too: state, observation, reward and step live there.
+The heuristics (:class:`ThresholdStreamPolicy` and the Zliobaite baselines) live in
+:mod:`metaal.strategies.stream` and are re-exported here.
+
 Observation ``Dict``:
 
 * ``proba`` ``Box(0, 1, (C,))``: the current model's class probabilities for the arriving item
@@ -46,13 +51,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from metaal import scores
 from metaal.envs._threads import blas_limit
 from metaal.envs.collection import DatasetCollection, RenderModeError
 from metaal.errors import ConfigError, DataError
 from metaal.learners import make_learner
-from metaal.observe import DIST_CLIP
-from metaal.state import ALState, standardize
+from metaal.state import standardize
+from metaal.strategies.stream import ThresholdStreamPolicy
+from metaal.stream import COST_FEATURES, STREAM_FEATURES, STREAM_OBS_VERSIONS, StreamEpisode, check_costs, feature_high
 
 #: Default stream datasets (no ``METAAL_DATA`` needed).
 DEFAULT_STREAM_DATASETS: tuple[str, ...] = (
@@ -61,21 +66,8 @@ DEFAULT_STREAM_DATASETS: tuple[str, ...] = (
     "sklearn:iris",
     "synth:blobs?n=400&d=5&c=4&sep=3.0&seed=4",
 )
-STREAM_FEATURES = (
-    "top_prob",
-    "margin",
-    "entropy",
-    "dist_labeled",
-    "log_requests",
-    "request_rate",
-    "position",
-    "log_classes",
-)
-COST_FEATURES = ("smoothed_top", "log_request_cost", "log_wrong_penalty", "bayes_threshold")
-_HIGH = np.array([1, 1, 1, 4, 10, 1, 1, 10], dtype=np.float32)
-_HIGH_COST = np.concatenate([_HIGH, np.ones(len(COST_FEATURES), dtype=np.float32)])
-#: Observation versions: ``stream-1`` (8 features), ``stream-2`` (``cost_features=True``, 12).
-STREAM_OBS_VERSIONS = ("stream-1", "stream-2")
+__all__ = ["COST_FEATURES", "DEFAULT_STREAM_DATASETS", "STREAM_FEATURES", "STREAM_OBS_VERSIONS", "StreamEnv",
+           "ThresholdStreamPolicy"]
 
 
 def _log_uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
@@ -138,8 +130,7 @@ class StreamEnv(gym.Env):
             raise ConfigError(f"max_classes must be >= 2 (got {max_classes})")
         if episode_length < 1:
             raise ConfigError(f"episode_length must be >= 1 (got {episode_length})")
-        if request_cost < 0 or wrong_penalty < 0:
-            raise ConfigError("request_cost and wrong_penalty must be >= 0")
+        check_costs(request_cost, wrong_penalty)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise RenderModeError(f"render_mode must be None or 'ansi' (got {render_mode!r})")
         self.max_classes = int(max_classes)
@@ -156,8 +147,7 @@ class StreamEnv(gym.Env):
         self.wrong_penalty_range = _check_range("wrong_penalty_range", wrong_penalty_range)
         self._base_costs = (self.request_cost, self.wrong_penalty)
         self.obs_version = STREAM_OBS_VERSIONS[1] if self.cost_features else STREAM_OBS_VERSIONS[0]
-        high = _HIGH_COST if self.cost_features else _HIGH
-        self._high = high
+        high = feature_high(self.cost_features)
         C = self.max_classes
         self.request_action = C
         self.observation_space = spaces.Dict(
@@ -168,87 +158,45 @@ class StreamEnv(gym.Env):
             }
         )
         self.action_space = spaces.Discrete(C + 1)
-        self.state: ALState | None = None
+        self.episode: StreamEpisode | None = None
         self.y: np.ndarray = np.zeros(0, dtype=np.int64)
-        self.t = 0
+        self.rows: np.ndarray = np.zeros(0, dtype=np.int64)
         self.name = ""
         self.n_classes = 0
-        self._reset_counts()
 
-    def _reset_counts(self) -> None:
-        self.n_requests = self.n_predicted = self.n_correct = 0
-        self.total_reward = 0.0
+    # -- the episode's counts, read by policies and wrappers ---------------------------------------
+    @property
+    def state(self) -> Any:
+        return None if self.episode is None else self.episode.state
 
-    # -- helpers ---------------------------------------------------------------------------------
-    def _mask(self) -> np.ndarray:
-        m = np.zeros(self.max_classes + 1, dtype=bool)
-        m[: self.n_classes] = True
-        m[self.request_action] = True
-        return m
+    @property
+    def t(self) -> int:
+        return 0 if self.episode is None else self.episode.t
+
+    @property
+    def n_requests(self) -> int:
+        return 0 if self.episode is None else self.episode.n_requests
+
+    @property
+    def n_predicted(self) -> int:
+        return 0 if self.episode is None else self.episode.n_predicted
+
+    @property
+    def n_correct(self) -> int:
+        return 0 if self.episode is None else self.episode.n_correct
+
+    @property
+    def total_reward(self) -> float:
+        return 0.0 if self.episode is None else self.episode.total_reward
 
     def action_masks(self) -> np.ndarray:
         """Valid actions ``(C + 1,)`` bool (for sb3-contrib's MaskablePPO)."""
-        return self._mask()
-
-    def _obs(self) -> dict[str, np.ndarray]:
-        st = self.state
-        assert st is not None
-        t = min(self.t, len(self.y) - 1)
-        p = st.proba[t]
-        C = self.n_classes
-        proba = np.zeros(self.max_classes, dtype=np.float32)
-        proba[:C] = p
-        top, second = scores.top_two(p)
-        ent = float(scores.entropy(p, normalized=True))
-        if st.n_labeled:
-            dist = float(min(st.min_dist_labeled()[t] / st.distance_scale(), DIST_CLIP))
-        else:
-            dist = 4.0
-        f = np.array(
-            [
-                top,
-                top - second,
-                ent,
-                dist,
-                np.log1p(self.n_requests) / np.log(1001.0),
-                self.n_requests / max(self.t, 1),
-                self.t / len(self.y),
-                np.log(C) / np.log(100.0),
-            ],
-            dtype=np.float32,
-        )
-        if self.cost_features:
-            n, c, pen = self.n_requests, self.request_cost, self.wrong_penalty
-            extra = np.array(
-                [
-                    (n * top + 1.0) / (n + C),
-                    np.log(max(c, 1e-3) / 1e-3) / np.log(1000.0),
-                    np.log1p(pen) / np.log(101.0),
-                    (pen - c) / (self.correct_reward + pen) if self.correct_reward + pen > 0 else 0.0,
-                ],
-                dtype=np.float32,
-            )
-            f = np.concatenate([f, extra])
-        return {
-            "proba": np.clip(proba, 0.0, 1.0),
-            "features": np.clip(f, 0.0, self._high),
-            "action_mask": self._mask().astype(np.int8),
-        }
+        assert self.episode is not None, "call reset() first"
+        return self.episode.mask()
 
     def _info(self, **extra: Any) -> dict[str, Any]:
-        info = {
-            "t": self.t,
-            "n_requests": self.n_requests,
-            "n_predicted": self.n_predicted,
-            "n_correct": self.n_correct,
-            "accuracy_predicted": self.n_correct / self.n_predicted if self.n_predicted else float("nan"),
-            "request_rate": self.n_requests / max(self.t, 1),
-            "dataset": self.name,
-            "request_cost": self.request_cost,
-            "wrong_penalty": self.wrong_penalty,
-        }
-        info.update(extra)
-        return info
+        assert self.episode is not None
+        return self.episode.info(dataset=self.name, **extra)
 
     # -- gymnasium API -----------------------------------------------------------------------------
     def reset(
@@ -275,8 +223,7 @@ class StreamEnv(gym.Env):
             pen = _log_uniform(rng, self.wrong_penalty_range)
         cost = float(options.get("request_cost", cost))
         pen = float(options.get("wrong_penalty", pen))
-        if cost < 0 or pen < 0:
-            raise ConfigError("request_cost and wrong_penalty must be >= 0")
+        check_costs(cost, pen)
         self.request_cost, self.wrong_penalty = cost, pen
         ds = (
             DatasetCollection(options["dataset"]).get(0, rng)
@@ -287,99 +234,36 @@ class StreamEnv(gym.Env):
         if ds.n_classes > self.max_classes:
             raise DataError(f"{ds.name}: {ds.n_classes} classes exceed max_classes={self.max_classes}")
         rows = rng.permutation(ds.n)[: self.episode_length]
+        self.rows = rows  # the episode's data rows in arrival order
         (Xs,) = standardize(X)  # whole-dataset statistics, no labels used
         self.name, self.n_classes = ds.name, ds.n_classes
         self.y = ds.y[rows].copy()
         learner = make_learner(self.learner_spec, ds.n_classes, seed=0, warm_start=self.warm_start)
-        self.state = ALState(Xs[rows], ds.n_classes, learner, classes=ds.classes)
-        self.t = 0
-        self._reset_counts()
-        return self._obs(), self._info()
+        self.episode = StreamEpisode(Xs[rows], ds.n_classes, learner, classes=ds.classes, max_classes=self.max_classes,
+                                     request_cost=cost, wrong_penalty=pen, correct_reward=self.correct_reward,
+                                     cost_features=self.cost_features)
+        return self.episode.observation(), self._info()
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        if self.state is None:
+        if self.episode is None:
             raise gym.error.ResetNeeded("call reset() before step()")
-        if self.t >= len(self.y):
+        if self.episode.done:
             raise gym.error.ResetNeeded("the episode is over; call reset()")
         with blas_limit(self.blas_threads):
-            return self._step(action)
-
-    def _step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        assert self.state is not None
-        try:
-            a = int(np.asarray(action).reshape(-1)[0])
-        except (TypeError, ValueError, IndexError):
-            a = -1
-        t, label = self.t, int(self.y[self.t])
-        invalid = not (0 <= a < self.n_classes or a == self.request_action)
-        if a == self.request_action:
-            reward = -self.request_cost
-            self.n_requests += 1
-            self.state.add_labels([t], [label])
-            correct = None
-        else:
-            self.n_predicted += 1
-            correct = bool(a == label)
-            self.n_correct += int(correct)
-            reward = self.correct_reward if correct else -self.wrong_penalty
-        self.t += 1
-        self.total_reward += reward
-        terminated = self.t >= len(self.y)
-        info = self._info(label=label, requested=a == self.request_action, correct=correct, invalid_action=invalid)
-        return self._obs(), float(reward), terminated, False, info
+            try:
+                a = int(np.asarray(action).reshape(-1)[0])
+            except (TypeError, ValueError, IndexError):
+                a = -1
+            reward, info = self.episode.step(a, int(self.y[self.episode.t]))
+            info["dataset"] = self.name
+            return self.episode.observation(), float(reward), self.episode.done, False, info
 
     def render(self) -> str | None:
-        if self.render_mode != "ansi" or self.state is None:
+        if self.render_mode != "ansi" or self.episode is None:
             return None
-        acc = self.n_correct / self.n_predicted if self.n_predicted else float("nan")
+        ep = self.episode
+        acc = ep.n_correct / ep.n_predicted if ep.n_predicted else float("nan")
         return (
-            f"{self.name}: item {self.t}/{len(self.y)}, {self.n_requests} requests, "
-            f"{self.n_correct}/{self.n_predicted} right (acc {acc:.3f}), reward {self.total_reward:+.2f}\n"
+            f"{self.name}: item {ep.t}/{ep.length}, {ep.n_requests} requests, "
+            f"{ep.n_correct}/{ep.n_predicted} right (acc {acc:.3f}), reward {ep.total_reward:+.2f}\n"
         )
-
-
-class ThresholdStreamPolicy:
-    """The fixed-threshold heuristic for ``metaal/Stream-v0``: predict the most probable class, or
-    request the label when the (smoothed) top probability ``q`` is below a threshold.
-
-    The learner's raw probabilities are over-confident after a handful of labels (a class never
-    seen gets probability ~0), so by default the top probability ``p`` is shrunk towards uniform
-    with the number ``n`` of labels requested so far: ``q = (n * p + 1) / (n + C)``
-    (``smoothing=False``: ``q = p``).
-
-    With ``threshold=None`` the threshold maximizes the expected reward under ``q``: predicting
-    earns ``q * correct_reward - (1 - q) * wrong_penalty`` in expectation, requesting
-    ``-request_cost``, so request iff
-    ``q < (wrong_penalty - request_cost) / (correct_reward + wrong_penalty)``.
-    """
-
-    def __init__(self, threshold: float | None = None, smoothing: bool = True) -> None:
-        self.threshold = threshold
-        self.smoothing = bool(smoothing)
-        self.name = "threshold" if threshold is None else f"threshold{threshold:g}"
-
-    @staticmethod
-    def _base(env: gym.Env) -> "StreamEnv":
-        return env.unwrapped if hasattr(env, "unwrapped") else env  # type: ignore[return-value]
-
-    def threshold_for(self, env: gym.Env) -> float:
-        """The threshold in use on ``env`` (the expected-reward one when none was given)."""
-        base = self._base(env)
-        if self.threshold is not None:
-            return float(self.threshold)
-        return (base.wrong_penalty - base.request_cost) / (base.correct_reward + base.wrong_penalty)
-
-    def confidence(self, obs: dict[str, np.ndarray], env: gym.Env) -> float:
-        """``q``: the (smoothed) top probability of the arriving item."""
-        base = self._base(env)
-        p = float(np.max(obs["proba"][: base.n_classes]))
-        if not self.smoothing:
-            return p
-        n = base.n_requests
-        return (n * p + 1.0) / (n + base.n_classes)
-
-    def __call__(self, obs: dict[str, np.ndarray], env: gym.Env) -> int:
-        base = self._base(env)
-        if base.n_requests == 0 or self.confidence(obs, env) < self.threshold_for(env):
-            return int(base.request_action)
-        return int(np.argmax(obs["proba"][: base.n_classes]))

@@ -1,18 +1,9 @@
-"""Stream policies beside :class:`metaal.envs.ThresholdStreamPolicy`, and the class-count-free
-two-way view of ``metaal/Stream-v0`` that a learned stream policy acts on.
+"""The class-count-free two-way view of ``metaal/Stream-v0`` that a learned stream policy acts
+on, and the stream baselines re-exported from :mod:`metaal.strategies.stream`.
 
 * :class:`VariableUncertaintyStreamPolicy` and :class:`SplitStreamPolicy`: the variable
-  uncertainty and split strategies of Zliobaite, Bifet, Pfahringer and Holmes, "Active Learning
-  With Drifting Streaming Data" (IEEE TNNLS 2014), with the estimated-budget manager of
-  scikit-activeml's ``skactiveml.stream`` (1.0.1): the same decisions for the same sequence of
-  top probabilities (tests/test_stream_policies.py checks it against scikit-activeml).
-  ``budget`` is the fraction of items whose label may be requested, estimated over a sliding
-  window of ``w`` items (``u_t = u_{t-1} (w - 1) / w + requested_t``; a request is allowed while
-  ``u_t / w < budget``). Variable uncertainty requests iff the raw top probability is below a
-  threshold ``theta`` (starting at 1) that shrinks by ``(1 - s)`` after a request and grows by
-  ``(1 + s)`` after a prediction; split requests at random (with probability ``budget``) on a
-  fraction ``v`` of the items and uses variable uncertainty on the others. When it does not
-  request, the policy predicts the argmax class.
+  uncertainty and split strategies of Zliobaite et al. (2014), as scikit-activeml's
+  ``skactiveml.stream`` has them (defined in :mod:`metaal.strategies.stream`).
 * :class:`StreamDecisionEnv`: a wrapper whose action is ``0`` (predict the most probable class) or
   ``1`` (request the label), whose observation is the ``features`` vector only (no per-class
   entry): a policy trained on it is free of the class count ``C`` and of any set size. The mask
@@ -28,90 +19,20 @@ from gymnasium import spaces
 
 from metaal.envs.stream import StreamEnv
 from metaal.errors import ConfigError
+from metaal.strategies.stream import (
+    SplitStreamPolicy,
+    VariableUncertaintyStreamPolicy,
+    ZliobaiteBudget,
+)
+
+__all__ = ["PREDICT", "REQUEST", "SplitStreamPolicy", "StreamDecisionEnv", "VariableUncertaintyStreamPolicy",
+           "ZliobaiteBudget"]
 
 PREDICT, REQUEST = 0, 1
 
 
 def _base(env: gym.Env) -> StreamEnv:
     return env.unwrapped if hasattr(env, "unwrapped") else env  # type: ignore[return-value]
-
-
-class ZliobaiteBudget:
-    """The estimated-budget state of Zliobaite et al. (2014) for one stream.
-
-    :param budget: fraction of items that may be requested (``0 <= budget <= 1``).
-    :param theta: initial threshold on the top probability.
-    :param s: threshold step.
-    :param w: window of the budget estimate.
-    :param v: split only: fraction of items decided at random (``0``: variable uncertainty).
-    :param seed: split only: seed of the ``RandomState`` (scikit-activeml's generator).
-    """
-
-    def __init__(self, budget: float, theta: float = 1.0, s: float = 0.01, w: int = 100, v: float = 0.0,
-                 seed: int | None = 0) -> None:
-        if not 0.0 <= budget <= 1.0:
-            raise ConfigError(f"budget must be in [0, 1] (got {budget})")
-        if not 0.0 <= v <= 1.0:
-            raise ConfigError(f"v must be in [0, 1] (got {v})")
-        self.budget, self.theta0, self.s, self.w, self.v, self.seed = float(budget), float(theta), float(s), int(w), \
-            float(v), seed
-        self.reset()
-
-    def reset(self) -> None:
-        self.theta = self.theta0
-        self.u_t = 0.0
-        self.rng = np.random.RandomState(self.seed)
-
-    def decide(self, confidence: float) -> bool:
-        """Whether to request the item whose top probability is ``confidence``; updates the state."""
-        sample = False
-        if self.u_t / self.w < self.budget:
-            if self.v > 0.0 and self.v > self.rng.random_sample():
-                sample = bool(self.rng.random_sample() <= self.budget)
-            else:
-                sample = bool(confidence < self.theta)
-                self.theta *= (1.0 - self.s) if sample else (1.0 + self.s)
-        self.u_t = self.u_t * ((self.w - 1) / self.w) + sample
-        return sample
-
-
-class _ZliobaiteStreamPolicy:
-    """Request iff the budget state says so (on the raw top probability); else predict the argmax.
-    The state restarts whenever the env is at the first item of an episode."""
-
-    v = 0.0
-    label = "vu"
-
-    def __init__(self, budget: float, theta: float = 1.0, s: float = 0.01, w: int = 100, seed: int | None = 0) -> None:
-        self.state = ZliobaiteBudget(budget, theta=theta, s=s, w=w, v=self.v, seed=seed)
-        self.budget = float(budget)
-        self.name = f"{self.label}{budget:g}"
-
-    def __call__(self, obs: dict[str, np.ndarray], env: gym.Env) -> int:
-        base = _base(env)
-        if base.t == 0:
-            self.state.reset()
-        p = np.asarray(obs["proba"][: base.n_classes], dtype=np.float64)
-        if self.state.decide(float(p.max())):
-            return int(base.request_action)
-        return int(np.argmax(p))
-
-
-class VariableUncertaintyStreamPolicy(_ZliobaiteStreamPolicy):
-    """Variable uncertainty (Zliobaite et al. 2014; scikit-activeml ``VariableUncertainty``)."""
-
-    label = "vu"
-
-
-class SplitStreamPolicy(_ZliobaiteStreamPolicy):
-    """Split (Zliobaite et al. 2014; scikit-activeml ``Split`` with ``v``)."""
-
-    label = "split"
-
-    def __init__(self, budget: float, v: float = 0.1, theta: float = 1.0, s: float = 0.01, w: int = 100,
-                 seed: int | None = 0) -> None:
-        self.v = float(v)
-        super().__init__(budget, theta=theta, s=s, w=w, seed=seed)
 
 
 class StreamDecisionEnv(gym.Wrapper):

@@ -7,6 +7,17 @@ Examples::
     metaal label --store knots.sqlite --export knots_out/                  # CSV, JSONL, model, report
     metaal label --data notes_feats.npz --classes ham,spam --store notes.sqlite   # unlabeled data (no y)
 
+Stream mode (``--stream``): the items arrive in file order (``--shuffle``: a seeded shuffle, cut to
+``--length``); for each, a stream policy (``--stream-policy``, default ``policy:stream-default``, the
+shipped learned one; or ``threshold``, ``vu:B``, ``split:B``) either predicts the class or asks for
+the label, given the costs ``--request-cost`` and ``--wrong-penalty``. The page
+(``metaal/web/stream.html``) shows the item asked about with the model's guess and the items
+predicted since the last question; ``--oracle y`` answers from the labels and reports the accuracy
+on the predicted items and the reward (:class:`metaal.loop.stream_session.StreamLearner`)::
+
+    metaal label --stream --data sms_spam --store spam_stream.sqlite --wrong-penalty 5
+    metaal label --stream --data usps --shuffle --length 300 --oracle y
+
 Unlabeled data (an ``.npz`` without ``y``, as ``metaal featurize`` writes for a ``.txt``, a CSV text
 column or a folder of images) needs ``--classes`` unless the file names its classes; every row is
 in the pool and, with no held-out set, progress shows the label counts and the model's own estimate
@@ -40,6 +51,7 @@ import numpy as np
 
 from metaal.errors import ConfigError, DataError, LabelError, MetaalError
 from metaal.loop.session import ActiveLearner, run_oracle
+from metaal.loop.stream_session import DEFAULT_STREAM_POLICY, StreamLearner, run_stream_oracle
 from metaal.protocols import PROTOCOLS, get_protocol
 from metaal.store import Store
 
@@ -124,6 +136,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--export", default=None, metavar="DIR", help="write labels (CSV, JSONL), model.joblib and report.png to DIR"
     )
+    s = p.add_argument_group("stream mode (--stream)")
+    s.add_argument("--stream", action="store_true",
+                   help="items arrive one by one; the stream policy predicts each or asks for its label")
+    s.add_argument("--stream-policy", default=DEFAULT_STREAM_POLICY, metavar="NAME",
+                   help="policy:stream-default, policy:PATH, threshold, threshold:T, vu:BUDGET, split:BUDGET")
+    s.add_argument("--request-cost", type=float, default=0.05, help="cost of one label request")
+    s.add_argument("--wrong-penalty", type=float, default=1.0, 
+                   help="penalty of a wrong prediction (a right one earns 1)")
+    s.add_argument("--shuffle", action="store_true", help="arrival order: a shuffle of the rows seeded by --seed "
+                   "(default: file order)")
+    s.add_argument("--length", type=int, default=None, help="items in the stream (default: every row)")
 
 
 def register(subparsers: Any) -> None:
@@ -237,6 +260,17 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise ConfigError(f"{opt} must be >= 0 (got {val})")
     if not 0.0 <= args.test_size < 1.0:
         raise ConfigError(f"--test-size must be in [0, 1) (got {args.test_size})")
+    if getattr(args, "stream", False):
+        if args.length is not None and args.length < 1:
+            raise ConfigError(f"--length must be >= 1 (got {args.length})")
+        for opt, val in (("--request-cost", args.request_cost), ("--wrong-penalty", args.wrong_penalty)):
+            if not np.isfinite(val) or val < 0:
+                raise ConfigError(f"{opt} must be a number >= 0 (got {val})")
+        for opt in ("protocol", "initial", "budget", "n"):
+            if getattr(args, opt) is not None:
+                raise ConfigError(f"--{opt} is for pool sessions; a stream runs to its --length")
+        if args.prefetch:
+            raise ConfigError("--prefetch is for pool sessions")
 
 
 def bind_port(host: str, port: int) -> Any:
@@ -308,7 +342,77 @@ def run(args: argparse.Namespace) -> int:
             sock.close()
 
 
+def make_stream_learner_from_args(args: argparse.Namespace) -> StreamLearner:
+    """The :class:`StreamLearner` of ``metaal label --stream`` (a resumed store keeps its data,
+    policy and costs unless they are given)."""
+    data, classes, store = args.data, parse_classes(args.classes), None
+    if args.store is not None:
+        store = Store(args.store)
+        if not store.is_new:
+            m = store.meta
+            if m.get("mode") != "stream":
+                raise ConfigError(
+                    f"store {args.store} holds a pool labeling session: drop --stream or use a new --store")
+            data = m["dataset"] if data is None else data
+            if args.stream_policy == DEFAULT_STREAM_POLICY:
+                args.stream_policy = m["policy"]
+            if args.request_cost == 0.05:
+                args.request_cost = m["request_cost"]
+            if args.wrong_penalty == 1.0:
+                args.wrong_penalty = m["wrong_penalty"]
+            if args.learner == "logreg":
+                args.learner = m["learner"]
+            classes = classes or [str(c) for c in m["classes"]]
+            order: Any = m["pool"]
+        else:
+            order = args.seed if args.shuffle else None
+    else:
+        order = args.seed if args.shuffle else None
+    if data is None:
+        raise ConfigError("give --data (and --store PATH.sqlite to keep the answers)")
+    sl = StreamLearner(data, classes=classes, policy=args.stream_policy, request_cost=args.request_cost,
+                       wrong_penalty=args.wrong_penalty, learner=args.learner, store=store, order=order,
+                       length=args.length)
+    if args.oracle is not None:  # a simulation: the predictions are checked against the labels too
+        sl.truth = oracle_labels(args.oracle, sl)
+    return sl
+
+
+def stream_line(prog: dict[str, Any]) -> str:
+    """``item 120/300 requests=31 (0.258) predicted=89 accuracy=0.921 reward=+70.45``."""
+    acc, rew = prog["accuracy_predicted"], prog["reward"]
+    return (f"item {prog['t']}/{prog['length']} requests={prog['n_requests']} ({prog['request_rate']:.3f}) "
+            f"predicted={prog['n_predicted']}" + ("" if acc is None else f" accuracy={acc:.3f}")
+            + ("" if rew is None else f" reward={rew:+.2f}"))
+
+
+def _run_stream(args: argparse.Namespace, sock: Any = None) -> int:
+    sl = make_stream_learner_from_args(args)
+    if sl.resumed:
+        print(f"resumed {sl.store.path}: {sl.episode.t} of {sl.length} items decided", flush=True)
+    print(f"stream policy: {sl.policy_name}", flush=True)
+    if args.oracle is not None:
+        def show(item: Any, lab: int, prog: dict[str, Any]) -> None:
+            print(f"asked t={item.t} id={item.id} class={sl.classes[lab]} guess={item.prediction_name} "
+                  f"{stream_line(prog)}", flush=True)
+            if args.delay:
+                import time
+
+                time.sleep(args.delay)
+
+        prog = run_stream_oracle(sl, sl.truth if sl.truth is not None else [], callback=show)
+        print(f"done: {stream_line(prog)}", flush=True)
+    if args.export is not None:
+        paths = sl.export(args.export)
+        print("wrote " + ", ".join(str(p) for p in paths.values()), flush=True)
+    if args.oracle is None and args.export is None:
+        serve(sl, host=args.host, port=args.port, sock=sock, app=create_stream_app(sl))
+    return 0
+
+
 def _run(args: argparse.Namespace, sock: Any = None) -> int:
+    if getattr(args, "stream", False):
+        return _run_stream(args, sock)
     al = make_learner_from_args(args)
     if al.resumed:
         print(f"resumed {al.store.path}: {al.n_labeled} labels", flush=True)
@@ -504,14 +608,90 @@ def create_app(al: Any) -> Any:
     return app
 
 
-def serve(al: Any, host: str = "127.0.0.1", port: int = 8765, sock: Any = None) -> None:
-    """Serve the labeling page until interrupted (on ``sock``, a socket already listening on
-    ``host:port`` (:func:`bind_port`), when given)."""
+def create_stream_app(sl: StreamLearner) -> Any:
+    """The FastAPI app serving the stream page (``metaal/web/stream.html``) and its JSON API for
+    :class:`StreamLearner` ``sl``: ``GET /api/stream`` (where the stream stands),
+    ``POST /api/stream/next`` (decide items up to the next request: the predictions passed and the
+    item asked about), ``POST /api/stream/label`` (``{"t": T, "label": CLASS}``, then on to the next
+    request), ``GET /api/export`` and ``GET /api/image/ID.png``."""
+    try:
+        from fastapi import Body, FastAPI
+        from fastapi.responses import HTMLResponse, JSONResponse, Response
+    except ImportError:
+        raise ConfigError("the labeling web app needs fastapi and uvicorn: pip install metaal") from None
+
+    app = FastAPI(title="metaal label --stream")
+    page = (WEB_DIR / "stream.html").read_text(encoding="utf-8")
+    dataset_name = str(sl.meta.get("dataset", ""))
+    classes = [str(c) for c in sl.classes]
+
+    def shown(item: Any) -> dict[str, Any]:
+        d = item.to_dict()
+        d["display"] = display(sl, item.id)
+        return d
+
+    def state(predicted: list[Any] | None = None, max_items: int = 0) -> dict[str, Any]:
+        if max_items:
+            predicted, _ = sl.advance(max_items)
+        prog, pending = sl.progress(), sl.pending
+        return {"dataset": Path(dataset_name).name, "classes": classes, "keys": class_keys(classes),
+                "item": None if pending is None else shown(pending),
+                "predicted": [shown(p) for p in (predicted or [])[-50:]],
+                "n_passed": len(predicted or []), "progress": prog}
+
+    def error(exc: Exception, status: int = 400) -> Any:
+        return JSONResponse({"error": str(exc)}, status_code=status)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index():  # noqa: ANN202
+        return page
+
+    @app.get("/api/stream")
+    def get_stream():  # noqa: ANN202
+        return state()
+
+    @app.post("/api/stream/next")
+    def post_next(payload: dict = Body(default={})):  # noqa: ANN202, B008
+        return state(max_items=int(payload.get("max_items", 500)))
+
+    @app.post("/api/stream/label")
+    def post_label(payload: dict = Body(...)):  # noqa: ANN202, B008
+        try:
+            if "t" not in payload or "label" not in payload:
+                raise LabelError("send {'t': POSITION, 'label': CLASS}")
+            sl.teach(payload["label"], t=int(payload["t"]))
+        except (MetaalError, ValueError, TypeError) as exc:
+            return error(exc)
+        return state(max_items=500)
+
+    @app.get("/api/export")
+    def get_export():  # noqa: ANN202
+        try:
+            data = export_zip(sl)
+        except (MetaalError, OSError) as exc:
+            return error(exc, 500)
+        name = export_filename(dataset_name).replace("_labels.zip", "_stream.zip")
+        return Response(data, media_type="application/zip",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    @app.get("/api/image/{item_id}.png")
+    def get_image(item_id: int):  # noqa: ANN202
+        ds = sl.dataset
+        if ds is None or ds.images is None or not 0 <= item_id < ds.n:
+            return error(DataError(f"no image {item_id}"), 404)
+        return Response(image_png(ds.images, item_id), media_type="image/png")
+
+    return app
+
+
+def serve(al: Any, host: str = "127.0.0.1", port: int = 8765, sock: Any = None, app: Any = None) -> None:
+    """Serve the labeling page of ``al`` (or ``app``, another page's app) until interrupted (on
+    ``sock``, a socket already listening on ``host:port`` (:func:`bind_port`), when given)."""
     try:
         import uvicorn
     except ImportError:
         raise ConfigError("the labeling web app needs uvicorn: pip install metaal") from None
-    app = create_app(al)
+    app = create_app(al) if app is None else app
     print(
         f"labeling {al.meta.get('dataset')} at http://{host}:{port}/  (Ctrl-C to stop; answers are saved)", flush=True
     )

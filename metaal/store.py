@@ -19,6 +19,12 @@ that ``ActiveLearner.load(path)`` needs nothing else; older stores get the table
 list of such a session may grow as labels arrive (:meth:`Store.extend_classes`): existing class
 indices never change, new names are appended.
 
+A stream session (:class:`metaal.loop.stream_session.StreamLearner`) writes one row per item of
+the stream into table ``stream`` (:meth:`Store.add_stream_events`): its position, its data row,
+the decision (``request`` or ``predict``), the model's prediction, the label given (requests; a
+prediction only when its true label is known) and the time. Each label is one transaction; the
+predictions passed on the way to the next request are one more.
+
 Labels are validated before anything is written: an unknown class, an id that is not in the pool or
 an id already labeled with a different label raise :class:`~metaal.errors.LabelError` and leave the
 database untouched. Labeling the same id with the same label again is a no-op. :meth:`Store.undo`
@@ -80,6 +86,14 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     path TEXT
 );
 CREATE TABLE IF NOT EXISTS blobs (name TEXT PRIMARY KEY, data BLOB NOT NULL, time REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS stream (
+    t INTEGER PRIMARY KEY,
+    item INTEGER NOT NULL,
+    action TEXT NOT NULL CHECK (action IN ('request', 'predict')),
+    prediction INTEGER NOT NULL,
+    label INTEGER,
+    time REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS strategy_state (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     query_id INTEGER NOT NULL,
@@ -449,6 +463,43 @@ class Store:
 
     def skipped(self) -> list[int]:
         return [int(i) for (i,) in self._read("SELECT DISTINCT item FROM skips ORDER BY item")]
+
+    # -- stream sessions ---------------------------------------------------------------------------
+    def add_stream_events(self, events: Sequence[tuple[int, int, str, int, int | None]]) -> None:
+        """Record stream decisions ``(t, item, action, prediction, label)`` in one transaction;
+        ``t`` must continue the stream without a gap.
+
+        :raises LabelError: a gap or a repeated position, an unknown action or class.
+        """
+        if not events:
+            return
+        self._require_session()
+        assert self._n_classes is not None
+        nxt = self.n_stream_events
+        for k, (t, _item, action, pred, label) in enumerate(events):
+            if int(t) != nxt + k:
+                raise LabelError(f"stream position {t} out of order (next is {nxt + k})")
+            if action not in ("request", "predict"):
+                raise LabelError(f"unknown stream action {action!r}")
+            for v in (pred, label):
+                if v is not None and not 0 <= int(v) < self._n_classes:
+                    raise LabelError(f"class index {v} out of range 0..{self._n_classes - 1}")
+        now = time.time()
+        self._write(
+            ("INSERT INTO stream (t, item, action, prediction, label, time) VALUES (?, ?, ?, ?, ?, ?)",
+             (int(t), int(i), a, int(p), None if lab is None else int(lab), now))
+            for t, i, a, p, lab in events
+        )
+
+    def stream_events(self) -> list[tuple[int, int, str, int, int | None, float]]:
+        """``(t, item, action, prediction, label, time)`` per decided stream item, in order."""
+        return [(int(t), int(i), a, int(p), None if lab is None else int(lab), float(tm))
+                for t, i, a, p, lab, tm in self._read(
+                    "SELECT t, item, action, prediction, label, time FROM stream ORDER BY t")]
+
+    @property
+    def n_stream_events(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM stream")[0][0])
 
     # -- learning curve ----------------------------------------------------------------------------
     def add_curve_point(self, n_labels: int, accuracy: float | None, macro_f1: float | None = None) -> None:

@@ -6,7 +6,7 @@ Stable-Baselines3, and the imports among metaal's modules form no cycle.
 Layers, lowest first (a module may import its own layer and the ones below)::
 
     errors -> dataset, data, synthetic, featurize, store -> learners, torch_learners -> scores, geometry, stopping
-    -> state -> observe -> strategies -> loop -> envs -> agents -> experiments, configs
+    -> state -> observe, stream -> strategies -> loop -> envs -> agents -> experiments, configs
     -> cli, label_cli, featurize_cli, labelstudio
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("metaal.learners", "metaal.torch_learners"),
     ("metaal.scores", "metaal.geometry", "metaal.stopping"),
     ("metaal.state",),
-    ("metaal.observe",),
+    ("metaal.observe", "metaal.stream"),
     ("metaal.strategies",),
     ("metaal.loop",),
     ("metaal.envs",),
@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, ...]] = [
 ]
 SB3 = ("stable_baselines3", "sb3_contrib")
 #: the package root re-exports the labeling session on first access (PEP 562), never at import
-LAZY_REEXPORTS: dict[str, set[str]] = {"metaal": {"metaal.loop.session"}}
+LAZY_REEXPORTS: dict[str, set[str]] = {"metaal": {"metaal.loop.session", "metaal.loop.stream_session"}}
 
 def _module_name(path: Path) -> str:
     rel = path.relative_to(ROOT)

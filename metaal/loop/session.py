@@ -144,6 +144,36 @@ def resolve_classes(file_classes: "Sequence[str] | None", given: "Sequence[str] 
     return np.asarray([str(c) for c in file_classes])
 
 
+def load_session_data(
+    data: "Dataset | RawData | np.ndarray | str | os.PathLike", classes: Sequence[str] | None
+) -> "tuple[Dataset | RawData | None, np.ndarray, np.ndarray, np.ndarray | None, str | None]":
+    """The data of a labeling session: ``(dataset, X (n, d), classes (C,), y (n,) or None, source)``.
+
+    ``data`` is a :class:`~metaal.data.Dataset` or :class:`~metaal.featurize.RawData`, a dataset
+    spec (path, name along ``METAAL_DATA``, ``sklearn:wine``; an ``.npz`` without ``y`` is
+    unlabeled), or a bare feature matrix (then ``classes`` is required). ``source`` is the spec as
+    resolved (an absolute path for a file), None for objects.
+    """
+    if isinstance(data, np.ndarray):
+        if classes is None or len(classes) < 2:
+            raise ConfigError("a bare feature matrix needs classes= (at least two class names)")
+        X = np.asarray(data, dtype=np.float32)
+        if X.ndim != 2 or not np.all(np.isfinite(X)):
+            raise DataError(f"features must be a finite 2-D array (n, d), got shape {X.shape}")
+        return None, X, resolve_classes(None, classes, "the feature matrix"), None, None
+    source = None
+    if isinstance(data, (Dataset, RawData)):
+        dataset = data
+    else:
+        source = str(Path(data).resolve()) if Path(str(data)).is_file() else str(data)
+        if Path(str(data)).is_file() and Path(str(data)).suffix.lower() == ".npz":
+            dataset = load_npz_any(data)  # with y: a Dataset; without: RawData
+        else:
+            dataset = load_dataset(data)
+    X = dataset.require_features()
+    return dataset, X, resolve_classes(dataset.classes, classes, source or dataset.name), dataset.y, source
+
+
 def features_checksum(X: np.ndarray) -> str:
     """SHA-256 of the float32 features (shape included), to tie a store to its data."""
     a = np.ascontiguousarray(np.asarray(X, dtype=np.float32))
@@ -245,6 +275,10 @@ class ActiveLearner:
         self.store = store if isinstance(store, Store) else Store(":memory:" if store is None else store)
         self.resumed = not self.store.is_new
         stored = self.store.meta if self.resumed else {}
+        if stored.get("mode") == "stream":
+            raise ConfigError(
+                f"store {self.store.path} holds a stream session (metaal label --stream): use a new --store file"
+            )
         if initial is None:
             initial = stored.get("initial", 2)
         if budget is None:
@@ -278,27 +312,8 @@ class ActiveLearner:
             else:
                 self.class_values = [_plain(v) for v in classes]
                 self.classes = resolve_classes(None, [str(c) for c in self.class_values], "X_pool")
-        elif isinstance(data, np.ndarray):
-            if classes is None or len(classes) < 2:
-                raise ConfigError("a bare feature matrix needs classes= (at least two class names)")
-            X = np.asarray(data, dtype=np.float32)
-            if X.ndim != 2 or not np.all(np.isfinite(X)):
-                raise DataError(f"features must be a finite 2-D array (n, d), got shape {X.shape}")
-            self.dataset = None
-            self.classes = resolve_classes(None, classes, "the feature matrix")
-            y = None
         else:
-            if not isinstance(data, (Dataset, RawData)):
-                source = str(Path(data).resolve()) if Path(str(data)).is_file() else str(data)
-            if isinstance(data, (Dataset, RawData)):
-                self.dataset = data
-            elif Path(str(data)).is_file() and Path(str(data)).suffix.lower() == ".npz":
-                self.dataset = load_npz_any(data)  # with y: a Dataset; without: RawData
-            else:
-                self.dataset = load_dataset(data)
-            X = self.dataset.require_features()
-            self.classes = resolve_classes(self.dataset.classes, classes, source or self.dataset.name)
-            y = self.dataset.y
+            self.dataset, X, self.classes, y, source = load_session_data(data, classes)
         if not self.api:
             self.class_values = [str(c) for c in self.classes]
         self.X = X
@@ -1188,7 +1203,7 @@ class ActiveLearner:
             records = []
             for seq, item, lab, t in rows:
                 r: dict[str, Any] = {"seq": seq, "id": item, "label": lab, "class": str(self.classes[lab]),
-                                     "time": _iso(t)}
+                                     "time": iso_time(t)}
                 if source is not None:
                     r["source_row"] = int(source[item])
                 if text is not None:
@@ -1262,7 +1277,7 @@ def _seeded(estimator: Any, seed: int) -> Any:
     return estimator
 
 
-def _iso(t: float) -> str:
+def iso_time(t: float) -> str:
     """A store time (seconds since the epoch) as ISO 8601 in UTC, to the millisecond."""
     import datetime as dt
 
