@@ -29,25 +29,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(store: Path, port: int) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "metaal.label_cli",
-        "--data",
-        "sklearn:wine",
-        "--store",
-        str(store),
-        "--port",
-        str(port),
-    ]
+def start_server(store: Path, port: int, extra: tuple[str, ...] = (), ready: str = "/api/progress") -> subprocess.Popen:
+    """``metaal label --data sklearn:wine --store STORE --port PORT EXTRA...``, once ``ready`` answers."""
+    cmd = [sys.executable, "-m", "metaal.label_cli", "--data", "sklearn:wine", "--store", str(store),
+           "--port", str(port), *extra]
     proc = subprocess.Popen(cmd, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"server exited: {proc.stdout.read()}")  # type: ignore[union-attr]
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/progress", timeout=2) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready}", timeout=2) as r:
                 if r.status == 200:
                     return proc
         except OSError:

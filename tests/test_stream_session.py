@@ -226,3 +226,53 @@ def test_readme_stream_example_runs_as_written(tmp_path, monkeypatch, capsys) ->
     s = Store(tmp_path / "stream.sqlite")
     assert s.n_stream_events == 178 and sum(a == "request" for _, _, a, *_ in s.stream_events()) == n_asked
     s.close()
+
+
+@pytest.mark.slow
+def test_stream_page_in_a_browser_survives_a_kill(wine, tmp_path) -> None:
+    """Headless Chromium on ``metaal label --stream``: answer the questions by clicking, see the
+    predicted items listed, kill the server with SIGKILL, restart it: the same question is asked
+    and every answer is in the store."""
+    from test_label_web import CHROMEDRIVER, CHROMIUM, free_port, make_driver, start_server
+
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip("needs Debian chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver)")
+    pytest.importorskip("selenium")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    store = tmp_path / "stream.sqlite"
+    extra = ("--stream", "--stream-policy", "threshold", "--shuffle", "--seed", "2", "--length", "80")
+    server = start_server(store, free_port(), extra, ready="/api/stream")
+    port = int(server.args[server.args.index("--port") + 1])
+    driver = make_driver(tmp_path / "profile")
+    wait = WebDriverWait(driver, 30)
+
+    def text(css: str) -> str:
+        return driver.find_element(By.CSS_SELECTOR, css).text
+
+    answered: list[tuple[int, int]] = []
+    try:
+        driver.get(f"http://127.0.0.1:{port}/")
+        wait.until(lambda d: text("#item-t") not in ("", "-"))
+        for _ in range(8):
+            t, item = int(text("#item-t")), int(text("#item-id"))
+            driver.find_element(By.ID, f"class-{int(wine.y[item])}").click()
+            wait.until(lambda d, t=t: text("#item-t") != str(t))
+            answered.append((t, int(wine.y[item])))
+        assert text("#error") == "" and int(text("#requests")) == 8
+        assert int(text("#predicted")) > 0 and driver.find_elements(By.CSS_SELECTOR, "tr.passed-row")
+        asked_before_kill = text("#item-t")
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=30)
+        with Store(store) as s:
+            assert [(t, lab) for t, _, a, _, lab, _ in s.stream_events() if a == "request"] == answered
+        server = start_server(store, free_port(), ("--stream",), ready="/api/stream")
+        port = int(server.args[server.args.index("--port") + 1])
+        driver.get(f"http://127.0.0.1:{port}/")
+        wait.until(lambda d: text("#item-t") not in ("", "-"))
+        assert text("#item-t") == asked_before_kill and text("#requests") == "8"
+    finally:
+        driver.quit()
+        server.kill()
+        server.wait(timeout=30)
