@@ -159,3 +159,31 @@ def test_bench_stream_sweep_writes_every_method_and_the_verdict(tmp_path, capsys
     assert {r["method"] for r in rows} == {"learned", "tuned", "bayes", "vu", "split"} and len(rows) == 25
     assert all(0.0 <= r["request_rate"] <= 1.0 for r in rows)
     assert (tmp_path / "stream_sweep.png").stat().st_size > 1000 and (tmp_path / "stream_sweep.csv").is_file()
+
+
+@pytest.mark.slow
+def test_stream_training_is_reproducible_and_its_file_loads(tmp_path) -> None:
+    """Two trainings with one seed give the same weights bit for bit; the file records the
+    observation version, kind, datasets and config, and StreamPolicy loads it and acts."""
+    pytest.importorskip("sb3_contrib")
+    import torch as th
+
+    from metaal.agents.stream_policy import StreamPolicy, train_stream_policy
+
+    cfg = {"seed": 3, "datasets": ["sklearn:wine", "sklearn:iris"], "held_out": ["sklearn:digits"],
+           "episode_lengths": [20, 30], "request_cost_range": [0.01, 0.3], "wrong_penalty_range": [0.5, 30.0],
+           "total_timesteps": 128, "net_arch": [16], "warm_start": True,
+           "hyper": {"n_steps": 64, "batch_size": 32, "n_epochs": 2}}
+    paths = [train_stream_policy(dict(cfg), tmp_path / f"run{i}") for i in range(2)]
+    weights = [StreamPolicy(str(p), strict=True).model.policy.state_dict() for p in paths]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(th.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    pol = StreamPolicy(str(paths[0]), strict=True)
+    assert pol.meta["obs_version"] == "stream-2" and pol.meta["kind"] == "stream"
+    assert pol.meta["held_out"] == ["sklearn:digits"] and pol.meta["config"]["seed"] == 3
+    env = StreamEnv(datasets=["sklearn:digits"], max_classes=10, episode_length=30, cost_features=True)
+    actions, info = _episode(env, pol, 0)
+    assert actions[0] == env.request_action and info["t"] == 30
+    other = train_stream_policy({**cfg, "seed": 4}, tmp_path / "run_seed4")
+    w4 = StreamPolicy(str(other), strict=True).model.policy.state_dict()
+    assert not all(th.equal(weights[0][k], w4[k]) for k in w4)
