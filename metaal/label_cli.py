@@ -521,11 +521,46 @@ def image_png(images: np.ndarray, item_id: int, min_size: int = 160) -> bytes:
     return buf.getvalue()
 
 
+def add_shared_routes(app: Any, session: Any, zip_name: str) -> None:
+    """The routes both pages share: ``GET /static/common.{css,js}``, ``GET /api/export`` (a zip of
+    ``session.export``'s files, named ``zip_name``) and ``GET /api/image/ID.png``."""
+    from fastapi.responses import JSONResponse, Response
+
+    static = {"common.css": "text/css", "common.js": "text/javascript"}
+
+    def error(exc: Exception, status: int) -> Any:
+        return JSONResponse({"error": str(exc)}, status_code=status)
+
+    @app.get("/static/{name}")
+    def get_static(name: str):  # noqa: ANN202
+        if name not in static:
+            return error(DataError(f"no file {name}"), 404)
+        return Response((WEB_DIR / name).read_text(encoding="utf-8"), media_type=static[name])
+
+    @app.get("/api/export")
+    def get_export():  # noqa: ANN202
+        try:
+            data = export_zip(session)
+        except (MetaalError, OSError) as exc:
+            return error(exc, 500)
+        return Response(data, media_type="application/zip",
+                        headers={"Content-Disposition": f'attachment; filename="{zip_name}"'})
+
+    @app.get("/api/image/{item_id}.png")
+    def get_image(item_id: int):  # noqa: ANN202
+        ds = session.dataset
+        if ds is None or ds.images is None:
+            return error(DataError("this dataset has no images"), 404)
+        if not 0 <= item_id < ds.n:
+            return error(DataError(f"no item {item_id}"), 404)
+        return Response(image_png(ds.images, item_id), media_type="image/png")
+
+
 def create_app(al: Any) -> Any:
     """The FastAPI app serving the labeling page and its JSON API for ActiveLearner ``al``."""
     try:
         from fastapi import Body, FastAPI
-        from fastapi.responses import HTMLResponse, JSONResponse, Response
+        from fastapi.responses import HTMLResponse, JSONResponse
     except ImportError:
         raise ConfigError("the labeling web app needs fastapi and uvicorn: pip install metaal") from None
 
@@ -586,25 +621,7 @@ def create_app(al: Any) -> Any:
         al.undo()
         return state()
 
-    @app.get("/api/export")
-    def get_export():  # noqa: ANN202
-        try:
-            data = export_zip(al)
-        except (MetaalError, OSError) as exc:
-            return error(exc, 500)
-        name = export_filename(dataset_name)
-        return Response(data, media_type="application/zip",
-                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
-
-    @app.get("/api/image/{item_id}.png")
-    def get_image(item_id: int):  # noqa: ANN202
-        ds = al.dataset
-        if ds is None or ds.images is None:
-            return error(DataError("this dataset has no images"), 404)
-        if not 0 <= item_id < ds.n:
-            return error(DataError(f"no item {item_id}"), 404)
-        return Response(image_png(ds.images, item_id), media_type="image/png")
-
+    add_shared_routes(app, al, export_filename(dataset_name))
     return app
 
 
@@ -616,7 +633,7 @@ def create_stream_app(sl: StreamLearner) -> Any:
     request), ``GET /api/export`` and ``GET /api/image/ID.png``."""
     try:
         from fastapi import Body, FastAPI
-        from fastapi.responses import HTMLResponse, JSONResponse, Response
+        from fastapi.responses import HTMLResponse, JSONResponse
     except ImportError:
         raise ConfigError("the labeling web app needs fastapi and uvicorn: pip install metaal") from None
 
@@ -664,23 +681,7 @@ def create_stream_app(sl: StreamLearner) -> Any:
             return error(exc)
         return state(max_items=500)
 
-    @app.get("/api/export")
-    def get_export():  # noqa: ANN202
-        try:
-            data = export_zip(sl)
-        except (MetaalError, OSError) as exc:
-            return error(exc, 500)
-        name = export_filename(dataset_name).replace("_labels.zip", "_stream.zip")
-        return Response(data, media_type="application/zip",
-                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
-
-    @app.get("/api/image/{item_id}.png")
-    def get_image(item_id: int):  # noqa: ANN202
-        ds = sl.dataset
-        if ds is None or ds.images is None or not 0 <= item_id < ds.n:
-            return error(DataError(f"no image {item_id}"), 404)
-        return Response(image_png(ds.images, item_id), media_type="image/png")
-
+    add_shared_routes(app, sl, export_filename(dataset_name).replace("_labels.zip", "_stream.zip"))
     return app
 
 

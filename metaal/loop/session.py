@@ -174,6 +174,26 @@ def load_session_data(
     return dataset, X, resolve_classes(dataset.classes, classes, source or dataset.name), dataset.y, source
 
 
+def class_index(classes: Sequence[Any], label: Any) -> int:
+    """The index in ``classes`` of ``label``: a class name, a digit string or an index.
+
+    :raises LabelError: for an unknown name or an index out of range.
+    """
+    if isinstance(label, (str, np.str_)):
+        names = [str(c) for c in classes]
+        if str(label) in names:
+            return names.index(str(label))
+        if str(label).lstrip("-").isdigit():
+            label = int(label)
+        else:
+            raise LabelError(f"unknown class {label!r} (classes: {', '.join(names)})")
+    if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)):
+        raise LabelError(f"a label must be a class index or a class name, got {label!r}")
+    if not 0 <= int(label) < len(classes):
+        raise LabelError(f"unknown class index {int(label)} (classes are 0..{len(classes) - 1})")
+    return int(label)
+
+
 def features_checksum(X: np.ndarray) -> str:
     """SHA-256 of the float32 features (shape included), to tie a store to its data."""
     a = np.ascontiguousarray(np.asarray(X, dtype=np.float32))
@@ -575,23 +595,8 @@ class ActiveLearner:
         return self.budget is not None and not self.cold_start and self.state.n_queried >= self.budget
 
     def class_index(self, label: Any) -> int:
-        """A class index from an index or a class name.
-
-        :raises LabelError: for an unknown name or an index out of range.
-        """
-        if isinstance(label, (str, np.str_)):
-            names = [str(c) for c in self.classes]
-            if str(label) in names:
-                return names.index(str(label))
-            if str(label).lstrip("-").isdigit():
-                label = int(label)
-            else:
-                raise LabelError(f"unknown class {label!r} (classes: {', '.join(names)})")
-        if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)):
-            raise LabelError(f"a label must be a class index or a class name, got {label!r}")
-        if not 0 <= int(label) < len(self.classes):
-            raise LabelError(f"unknown class index {int(label)} (classes are 0..{len(self.classes) - 1})")
-        return int(label)
+        """A class index from an index or a class name (:func:`class_index`)."""
+        return class_index(self.classes, label)
 
     # -- the loop ---------------------------------------------------------------------------------
     def _item(self, pos: int, reason: str, fallback: bool, score: float | None, query_id: int) -> QueryItem:

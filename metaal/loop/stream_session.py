@@ -43,7 +43,7 @@ from metaal.data import Dataset
 from metaal.errors import ConfigError, LabelError
 from metaal.featurize import RawData
 from metaal.learners import blas_limit, make_learner
-from metaal.loop.session import features_checksum, iso_time, load_session_data
+from metaal.loop.session import class_index, features_checksum, iso_time, load_session_data
 from metaal.state import standardize
 from metaal.store import Store
 from metaal.strategies.stream import get_stream_policy
@@ -222,13 +222,8 @@ class StreamLearner:
         return self._pos.get(int(item))
 
     def class_index(self, label: Any) -> int:
-        """A class index from a class name or an index."""
-        names = [str(c) for c in self.classes]
-        if isinstance(label, str) and label in names:
-            return names.index(label)
-        if isinstance(label, (int, np.integer)) and not isinstance(label, bool) and 0 <= int(label) < len(names):
-            return int(label)
-        raise LabelError(f"unknown class {label!r} (known: {', '.join(names)})")
+        """A class index from a class name or an index (:func:`~metaal.loop.session.class_index`)."""
+        return class_index(self.classes, label)
 
     def _decide(self) -> tuple[StreamItem, int]:
         """The policy's decision on the arriving item, and the episode action."""
