@@ -43,13 +43,18 @@ def _default_policy_path() -> Path:
     return Path(metaal.__file__).resolve().parent / "policies" / "default.zip"
 
 
+#: Names of shipped pool policies by version: ``policy:v1`` is the first shipped ``policy:default``
+#: (observation version 1), kept loadable for comparison when a newer default ships.
+SHIPPED_ALIASES: dict[str, str] = {"v1": "default"}
+
+
 def resolve_policy_path(spec: "str | os.PathLike") -> Path:
-    """The ``.zip`` that ``spec`` names: ``default``, the name of another shipped policy
-    (``stream-default``), a ``.zip`` path, a path without suffix, or a folder holding ``policy.zip``
+    """The ``.zip`` that ``spec`` names: ``default``, ``v1`` (:data:`SHIPPED_ALIASES`), the name of
+    another shipped policy (``stream-default``), a ``.zip`` path, a path without suffix, or a folder holding ``policy.zip``
     (a training output)."""
     s = str(spec)
-    if s in ("", "default"):
-        return _default_policy_path()
+    if s in ("", "default", *SHIPPED_ALIASES):
+        return _default_policy_path().with_name(f"{SHIPPED_ALIASES.get(s, 'default')}.zip")
     if "/" not in s and "\\" not in s and not s.endswith(".zip") and not Path(s).exists():
         shipped = _default_policy_path().with_name(f"{s}.zip")
         if shipped.is_file():

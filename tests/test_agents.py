@@ -197,7 +197,9 @@ def test_policy_default_via_compare_cli(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # the shipped policy must load, no fallback
         s = get("policy:default", strict=True)
-    assert s.name == "policy:default"
+        v1 = get("policy:v1", strict=True)  # the first shipped default, by its version name
+    assert s.name == "policy:default" and v1.name == "policy:v1"
+    assert resolve_policy_path("v1") == resolve_policy_path("default") and v1.meta["obs_version"] == "obs-v1"
     out = tmp_path / "cmp"
     rc = main(["compare", "--data", "sklearn:wine", "--strategies", "random,margin,policy:default",
                "--budget", "6", "--seeds", "2", "--jobs", "1", "--no-progress", "--no-plot", "--out", str(out)])
