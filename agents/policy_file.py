@@ -50,8 +50,8 @@ SHIPPED_ALIASES: dict[str, str] = {"v1": "default"}
 
 def resolve_policy_path(spec: "str | os.PathLike") -> Path:
     """The ``.zip`` that ``spec`` names: ``default``, ``v1`` (:data:`SHIPPED_ALIASES`), the name of
-    another shipped policy (``stream-default``), a ``.zip`` path, a path without suffix, or a folder holding ``policy.zip``
-    (a training output)."""
+    another shipped policy (``stream-default``), a ``.zip`` path, a path without suffix, or a folder
+    holding ``policy.zip`` (a training output)."""
     s = str(spec)
     if s in ("", "default", *SHIPPED_ALIASES):
         return _default_policy_path().with_name(f"{SHIPPED_ALIASES.get(s, 'default')}.zip")

@@ -113,6 +113,13 @@ def test_python_loop_and_its_errors(wine) -> None:
         StreamLearner(wine, order=[0, 0, 1])
 
 
+def test_bad_costs_write_no_store(wine, tmp_path) -> None:
+    path = tmp_path / "s.sqlite"
+    with pytest.raises(ConfigError, match="wrong_penalty must be finite and >= 0"):
+        StreamLearner(wine, policy="threshold", wrong_penalty=-1.0, store=path)
+    assert Store(path).is_new
+
+
 def test_stores_of_the_other_mode_are_refused(wine, tmp_path) -> None:
     pool = tmp_path / "pool.sqlite"
     ActiveLearner(wine, "margin", store=pool).store.close()

@@ -47,7 +47,7 @@ from metaal.loop.session import class_index, features_checksum, iso_time, load_s
 from metaal.state import standardize
 from metaal.store import Store
 from metaal.strategies.stream import get_stream_policy
-from metaal.stream import StreamEpisode
+from metaal.stream import StreamEpisode, check_costs
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,7 @@ class StreamLearner:
         self.rows = rows
         self.X = X
         self.truth = truth
+        check_costs(float(request_cost), float(wrong_penalty))  # before anything is written
         self.policy = get_stream_policy(policy) if isinstance(policy, str) else policy
         self.policy_name = str(
             getattr(self.policy, "name", policy if isinstance(policy, str) else type(policy).__name__))
