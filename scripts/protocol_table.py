@@ -4,10 +4,10 @@
 Reads the ``results.json`` of each evaluation folder given and prints a Markdown section per
 protocol: for every strategy the mean AULC (macro-F1 AULC for ``imbalanced``), the mean and the
 median over datasets of ``norm_aulc`` (where ``random`` and ``oracle`` ran; the median is not
-swayed by a dataset where the oracle is barely above random and the ratio explodes), the mean rank, W/T/L against margin (paired
-Wilcoxon over the seeds, p < 0.05) and seconds per query; then one line naming the best strategy
-that does not read test labels (by mean AULC) and the dataset where the policy is furthest below
-margin.
+swayed by a dataset where the oracle is barely above random and the ratio explodes), the mean
+rank, W/T/L against margin (paired Wilcoxon over the seeds, p < 0.05) and seconds per query;
+then one line naming the best strategy that does not read test labels (by mean AULC) and the
+dataset where the policy is furthest below margin.
 
     python scripts/protocol_table.py runs/eval_cold runs/eval_batch runs/eval_imbalanced > table.md
 """

@@ -31,7 +31,8 @@ def test_protocol_table_from_a_cold_evaluation(tmp_path, capsys) -> None:
     table = _table_module()
     assert table.main([str(out)]) == 0
     text = capsys.readouterr().out
-    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ") and "---" not in line}
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines()
+            if line.startswith("| ") and "---" not in line}
     assert {"random", "margin", "typiclust", "oracle", "policy:default"} <= set(rows)
     (budget, r), = res["budgets"].items()
     per = r["per_dataset"]
