@@ -140,7 +140,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--stream", action="store_true",
                    help="items arrive one by one; the stream policy predicts each or asks for its label")
     s.add_argument("--stream-policy", default=DEFAULT_STREAM_POLICY, metavar="NAME",
-                   help="policy:stream-default, policy:PATH, threshold, threshold:T, vu:BUDGET, split:BUDGET")
+                   help="policy:PATH, threshold, threshold:T, vu:BUDGET or split:BUDGET; default: "
+                   "policy:stream-default, the shipped learned policy")
     s.add_argument("--request-cost", type=float, default=0.05, help="cost of one label request")
     s.add_argument("--wrong-penalty", type=float, default=1.0, 
                    help="penalty of a wrong prediction (a right one earns 1)")
