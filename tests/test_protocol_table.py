@@ -23,7 +23,7 @@ def _table_module():
 @pytest.mark.slow
 def test_protocol_table_from_a_cold_evaluation(tmp_path, capsys) -> None:
     out = tmp_path / "cold"
-    assert main(["evaluate", "--protocol", "cold", "--budget", "12", "--data", "sklearn:wine", "sklearn:iris",
+    assert main(["evaluate", "--protocol", "cold", "--budget", "8", "--data", "sklearn:wine", "sklearn:iris",
                  "--strategies", "random,margin,typiclust,oracle", "--seeds", "2", "--jobs", "1", "--out", str(out),
                  "--no-progress"]) == 0
     capsys.readouterr()
