@@ -63,6 +63,18 @@ def feature_high(cost_features: bool) -> np.ndarray:
     return FEATURE_HIGH_COST if cost_features else FEATURE_HIGH
 
 
+def smoothed_top(top: float, n_requests: int, n_classes: int) -> float:
+    """``q = (n p + 1) / (n + C)``: the top probability ``p`` shrunk towards uniform while few
+    labels (``n``) exist (the ``smoothed_top`` feature; the threshold heuristic's confidence)."""
+    return (n_requests * top + 1.0) / (n_requests + n_classes)
+
+
+def bayes_threshold(request_cost: float, wrong_penalty: float, correct_reward: float) -> float:
+    """The expected-reward threshold ``(penalty - cost) / (reward + penalty)``: predicting pays in
+    expectation iff the confidence is above it."""
+    return (wrong_penalty - request_cost) / (correct_reward + wrong_penalty)
+
+
 def check_costs(request_cost: float, wrong_penalty: float) -> None:
     if not (np.isfinite(request_cost) and np.isfinite(wrong_penalty)) or request_cost < 0 or wrong_penalty < 0:
         raise ConfigError(
@@ -146,8 +158,8 @@ class StreamEpisode:
              np.log(C) / np.log(100.0)]
         if self.cost_features:
             n, c, pen, win = self.n_requests, self.request_cost, self.wrong_penalty, self.correct_reward
-            f += [(n * top + 1.0) / (n + C), np.log(max(c, 1e-3) / 1e-3) / np.log(1000.0),
-                  np.log1p(pen) / np.log(101.0), (pen - c) / (win + pen) if win + pen > 0 else 0.0]
+            f += [smoothed_top(top, n, C), np.log(max(c, 1e-3) / 1e-3) / np.log(1000.0),
+                  np.log1p(pen) / np.log(101.0), bayes_threshold(c, pen, win) if win + pen > 0 else 0.0]
         return np.clip(np.asarray(f, dtype=np.float32), 0.0, self.high)
 
     def observation(self) -> dict[str, np.ndarray]:

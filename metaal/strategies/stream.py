@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from metaal.errors import ConfigError
+from metaal.stream import bayes_threshold, smoothed_top
 
 #: Entry point group of ``PREFIX:ARG`` stream policy factories (``policy`` from metaal.agents).
 ENTRY_POINT_GROUP = "metaal.stream_policies"
@@ -75,7 +76,7 @@ class ThresholdStreamPolicy:
         ep = episode_of(source)
         if self.threshold is not None:
             return float(self.threshold)
-        return (ep.wrong_penalty - ep.request_cost) / (ep.correct_reward + ep.wrong_penalty)
+        return bayes_threshold(ep.request_cost, ep.wrong_penalty, ep.correct_reward)
 
     def confidence(self, obs: dict[str, np.ndarray], source: Any) -> float:
         """``q``: the (smoothed) top probability of the arriving item."""
@@ -83,8 +84,7 @@ class ThresholdStreamPolicy:
         p = float(np.max(obs["proba"][: ep.n_classes]))
         if not self.smoothing:
             return p
-        n = ep.n_requests
-        return (n * p + 1.0) / (n + ep.n_classes)
+        return smoothed_top(p, ep.n_requests, ep.n_classes)
 
     def __call__(self, obs: dict[str, np.ndarray], source: Any) -> int:
         ep = episode_of(source)
