@@ -31,10 +31,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from metaal.agents.learned import policy_logits
-from metaal.data import load_dataset, make_split
+from metaal.data import imbalance, load_dataset, make_split
+from metaal.errors import ConfigError, DataError
 from metaal.loop.simulate import new_state
-from metaal.observe import N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES, Observer
+from metaal.observe import OBS_VERSION, feature_names
 from metaal.state import ALState, Task
+from metaal.strategies import make_observer
 from metaal.synthetic import random_task_spec
 
 log = logging.getLogger("metaal.agents")
@@ -66,8 +68,14 @@ class TaskSampler:
             self._cache[spec] = ds
         return self._cache[spec]
 
-    def sample(self, rng: np.random.Generator) -> tuple[Task, str]:
-        """A random task ``(Task, dataset spec)``; its ``X_test``/``y_test`` is the reward split."""
+    def sample(self, rng: np.random.Generator, initial: int | None = None,
+               imbalance_ratio: float | None = None) -> tuple[Task, str]:
+        """A random task ``(Task, dataset spec)``; its ``X_test``/``y_test`` is the reward split.
+
+        :param initial: the initial set's size (default :attr:`initial`).
+        :param imbalance_ratio: make the dataset class-imbalanced first (:func:`metaal.data.imbalance`:
+            each smaller class a share ``ratio`` of the rows, capped where the classes are many).
+        """
         spec = self.datasets[int(rng.integers(len(self.datasets)))]
         if spec == "synth:random":  # a fresh random synthetic task (metaal.synthetic)
             spec = random_task_spec(rng)
@@ -81,9 +89,81 @@ class TaskSampler:
             sub = ds.subset(rows)
             if len(np.unique(sub.y)) >= 2:
                 ds = sub
-        task = Task.from_split(ds, make_split(ds, seed, self.initial))
+        if imbalance_ratio is not None:
+            K = len(np.unique(ds.y))
+            ratio = min(float(imbalance_ratio), 0.5 / max(K - 1, 1))
+            try:
+                sub = imbalance(ds, ratio, seed)
+                if len(np.unique(sub.y)) >= 2 and sub.n >= 20:
+                    ds = sub
+                    spec = f"{spec}?imbalance={ratio:.3g}"
+            except DataError:
+                pass  # the dataset as it is
+        task = Task.from_split(ds, make_split(ds, seed, self.initial if initial is None else int(initial)))
         task.name = str(spec)
         return task, str(spec)
+
+
+@dataclass
+class ProtocolMix:
+    """The protocol of each training episode, drawn at random (training across protocols).
+
+    :param initial: ``[lo, hi]``: initial labels, uniform (0 is the cold start; 1 counts as 2).
+    :param batch_sizes: queries per step, drawn uniformly from this list (``obs-v2`` only: a batch
+        is picked one item at a time, each observation seeing the batch's earlier picks).
+    :param imbalance_prob: share of episodes on a class-imbalanced version of the dataset.
+    :param imbalance_ratio: ``[lo, hi]``: the smaller classes' share there, uniform.
+    :param learners: learners drawn uniformly (empty: the config's ``learner``); the policy sees
+        only learner-agnostic features, so one policy serves them all.
+    """
+
+    initial: tuple[int, int] = (10, 10)
+    batch_sizes: tuple[int, ...] = (1,)
+    imbalance_prob: float = 0.0
+    imbalance_ratio: tuple[float, float] = (0.05, 0.2)
+    learners: tuple[str, ...] = ()
+
+    @staticmethod
+    def from_config(spec: "dict[str, Any] | None") -> "ProtocolMix | None":
+        """The mix of a config's ``protocols`` mapping (None or empty: None, one protocol)."""
+        if not spec:
+            return None
+        known = {"initial", "batch_sizes", "imbalance_prob", "imbalance_ratio", "learners"}
+        bad = set(spec) - known
+        if bad:
+            raise ConfigError(f"protocols: unknown keys {', '.join(sorted(bad))} (known: {', '.join(sorted(known))})")
+        try:
+            mix = ProtocolMix(
+                initial=tuple(int(v) for v in spec.get("initial", (10, 10))),  # type: ignore[arg-type]
+                batch_sizes=tuple(int(v) for v in spec.get("batch_sizes", (1,))),
+                imbalance_prob=float(spec.get("imbalance_prob", 0.0)),
+                imbalance_ratio=tuple(float(v) for v in spec.get("imbalance_ratio", (0.05, 0.2))),  # type: ignore[arg-type]
+                learners=tuple(str(v) for v in spec.get("learners", ())),
+            )
+        except (TypeError, ValueError):
+            raise ConfigError(f"protocols: bad value in {spec!r}") from None
+        lo, hi = mix.initial
+        if len(mix.initial) != 2 or not 0 <= lo <= hi:
+            raise ConfigError(f"protocols.initial must be [lo, hi] with 0 <= lo <= hi (got {list(mix.initial)})")
+        if not mix.batch_sizes or min(mix.batch_sizes) < 1:
+            raise ConfigError(f"protocols.batch_sizes must be integers >= 1 (got {list(mix.batch_sizes)})")
+        if not 0.0 <= mix.imbalance_prob <= 1.0:
+            raise ConfigError(f"protocols.imbalance_prob must be in [0, 1] (got {mix.imbalance_prob})")
+        a, b = mix.imbalance_ratio
+        if len(mix.imbalance_ratio) != 2 or not 0.0 < a <= b < 1.0:
+            raise ConfigError(f"protocols.imbalance_ratio must be [lo, hi] in (0, 1) (got {list(mix.imbalance_ratio)})")
+        return mix
+
+    def draw(self, rng: np.random.Generator, learner: str) -> dict[str, Any]:
+        """One episode's ``initial``, ``batch``, ``imbalance`` (ratio or None) and ``learner``."""
+        initial = int(rng.integers(self.initial[0], self.initial[1] + 1))
+        initial = 2 if initial == 1 else initial  # an initial set is empty or holds two classes
+        batch = int(self.batch_sizes[int(rng.integers(len(self.batch_sizes)))])
+        ratio = None
+        if rng.random() < self.imbalance_prob:
+            ratio = float(rng.uniform(*self.imbalance_ratio))
+        lrn = self.learners[int(rng.integers(len(self.learners)))] if self.learners else learner
+        return {"initial": initial, "batch": batch, "imbalance": ratio, "learner": lrn}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -91,7 +171,7 @@ class TaskSampler:
 
 
 def lookahead_gains(state: ALState, task: Task, indices: np.ndarray, mask: np.ndarray, ll_weight: float = 0.01,
-                    beam_width: int = 1, beam_depth: int = 1) -> np.ndarray:
+                    beam_width: int = 1, beam_depth: int = 1, pending: "Sequence[int]" = ()) -> np.ndarray:
     """Lookahead score of every candidate, shape ``(K,)`` (``-inf`` on padding rows).
 
     :param indices: ``(K,)`` pool positions of the candidates (``Observation.indices``).
@@ -113,6 +193,9 @@ def lookahead_gains(state: ALState, task: Task, indices: np.ndarray, mask: np.nd
     whose sequences were pruned earlier (each level is shifted up just enough for that), so the
     expert's best candidate is the first label of the best ``D``-label sequence found. Cost:
     at most ``K + (D - 1) * W * (K - 1)`` refits instead of ``K``.
+
+    ``pending``: items picked earlier in the same batch (not yet labeled): every candidate is
+    scored together with them, relative to the model fitted on the labels and them (one more refit).
     """
     if int(beam_width) < 1 or int(beam_depth) < 1:
         raise ValueError(f"beam_width and beam_depth must be >= 1 (got {beam_width}, {beam_depth})")
@@ -130,8 +213,10 @@ def lookahead_gains(state: ALState, task: Task, indices: np.ndarray, mask: np.nd
     known = set(state.learner.classes_.tolist())
     seen: dict[frozenset[int], float] = {}
 
+    base = tuple(int(j) for j in pending)
+
     def gain(seq: tuple[int, ...]) -> float:
-        key = frozenset(seq)
+        key = frozenset(base + seq)
         if key not in seen:
             rows = np.asarray(sorted(key), dtype=np.int64)  # one order per set (a learner may depend on it)
             y_new = task.y_pool[rows].astype(np.int64)
@@ -148,6 +233,9 @@ def lookahead_gains(state: ALState, task: Task, indices: np.ndarray, mask: np.nd
             seen[key] = score(lrn.predict_proba(Xr)) - s0
         return seen[key]
 
+    if base:  # gains relative to the labels and the batch's earlier picks
+        s0 += gain(())
+        seen.clear()
     valid = [int(j) for j in np.flatnonzero(mask)]
     pos = {int(indices[j]): j for j in valid}
     out = np.full(len(indices), -np.inf)
@@ -213,12 +301,22 @@ class Demonstrations:
 
 def _episode(sampler: TaskSampler, seed: int, k: int, budget_range: tuple[int, int], record_prob: float,
              rollin: str, policy_state: Any, learner: str, ll_weight: float, beta: float,
-             beam: tuple[int, int] = (1, 1)) -> Demonstrations:
-    """One episode: roll in, record ``record_prob`` of the steps with the expert's gains."""
+             beam: tuple[int, int] = (1, 1), obs_version: str = OBS_VERSION,
+             mix: "ProtocolMix | None" = None) -> Demonstrations:
+    """One episode: roll in, record ``record_prob`` of the steps with the expert's gains. With a
+    protocol ``mix`` the episode draws its initial set, batch size, imbalance and learner; a batch
+    is picked one item at a time (``obs-v2``), the expert scoring each pick with the batch's earlier
+    ones."""
     from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng([seed, 7])
-    task, spec = sampler.sample(rng)
+    proto = mix.draw(np.random.default_rng([seed, 13]), learner) if mix is not None else None
+    if proto is None:
+        task, spec = sampler.sample(rng)
+    else:
+        task, spec = sampler.sample(rng, initial=proto["initial"], imbalance_ratio=proto["imbalance"])
+        learner = proto["learner"]
+    batch = proto["batch"] if proto is not None and obs_version != OBS_VERSION else 1
     free = task.n_pool - len(task.initial)
     B = int(min(rng.integers(budget_range[0], budget_range[1] + 1), free))
     obs_rng = np.random.default_rng([seed, 11])
@@ -228,37 +326,54 @@ def _episode(sampler: TaskSampler, seed: int, k: int, budget_range: tuple[int, i
 
         th.set_num_threads(1)
         policy = policy_state
+    v2 = obs_version != OBS_VERSION
     cands, globs, masks, gains = [], [], [], []
     with threadpool_limits(limits=1), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # sklearn: tiny labeled sets, convergence
         state = new_state(task, learner, budget=B, seed=seed)
-        observer = Observer(k=k)
+        observer = make_observer(k, obs_version)
         while state.n_queried < B:
-            obs = observer.observe(state, obs_rng)
-            valid = np.flatnonzero(obs.mask)
-            record = rng.random() < record_prob
-            g = None
-            if record:
-                g = lookahead_gains(state, task, obs.indices, obs.mask, ll_weight, beam_width=beam[0],
-                                    beam_depth=beam[1])
-                cands.append(obs.candidates)
-                globs.append(obs.global_)
-                masks.append(obs.mask)
-                gains.append(g)
-            if policy is not None and rng.random() >= beta:
-                a = int(np.argmax(policy_logits(policy, obs.as_dict())))
-            elif g is not None:
-                a = int(np.argmax(g))
-            else:  # cheap roll-in: margin's best pick or a random candidate
-                a = 0 if rng.random() < 0.5 else int(rng.choice(valid))
-            c = int(obs.indices[a])
-            state.add_labels(np.array([c]), task.y_pool[[c]])
+            b = min(batch, B - state.n_queried)
+            picks: list[int] = []
+            for _ in range(b):
+                if v2:
+                    obs = observer.observe(state, obs_rng, pending=np.asarray(picks, dtype=np.int64), batch_size=b)
+                else:
+                    obs = observer.observe(state, obs_rng)
+                valid = np.flatnonzero(obs.mask)
+                if not len(valid):
+                    break
+                record = rng.random() < record_prob
+                g = None
+                if record:
+                    g = lookahead_gains(state, task, obs.indices, obs.mask, ll_weight, beam_width=beam[0],
+                                        beam_depth=beam[1], pending=picks)
+                    cands.append(obs.candidates)
+                    globs.append(obs.global_)
+                    masks.append(obs.mask)
+                    gains.append(g)
+                if policy is not None and rng.random() >= beta:
+                    a = int(np.argmax(policy_logits(policy, obs.as_dict())))
+                elif g is not None:
+                    a = int(np.argmax(g))
+                elif not v2:  # cheap roll-in: margin's best pick or a random candidate
+                    a = 0 if rng.random() < 0.5 else int(rng.choice(valid))
+                else:  # margin's best, the coverage heuristic's best, or a random candidate
+                    cov = np.flatnonzero(obs.candidates[:, feature_names(obs_version)[0].index("from_coverage")])
+                    u = rng.random()
+                    a = 0 if u < 1 / 3 else (int(cov[0]) if u < 2 / 3 and len(cov) else int(rng.choice(valid)))
+                picks.append(int(obs.indices[a]))
+            if not picks:
+                break
+            rows = np.asarray(picks, dtype=np.int64)
+            state.add_labels(rows, task.y_pool[rows])
     n = len(gains)
     K = k
     if n == 0:
+        F, G = (len(f) for f in feature_names(obs_version))
         return Demonstrations(
-            np.zeros((0, K, N_CANDIDATE_FEATURES), np.float32),
-            np.zeros((0, N_GLOBAL_FEATURES), np.float32),
+            np.zeros((0, K, F), np.float32),
+            np.zeros((0, G), np.float32),
             np.zeros((0, K), bool),
             np.zeros((0, K)),
             np.zeros(0, dtype="<U64"),
@@ -270,7 +385,8 @@ def _episode(sampler: TaskSampler, seed: int, k: int, budget_range: tuple[int, i
 def collect(sampler: TaskSampler, n_states: int, k: int = 32, budget_range: tuple[int, int] = (20, 150),
             record_prob: float = 0.3, seed: int = 0, jobs: int = 1, rollin: str = "mix", policy: Any = None,
             beta: float = 0.0, learner: str = "logreg", ll_weight: float = 0.01, progress: bool = False,
-            episode_offset: int = 0, beam_width: int = 1, beam_depth: int = 1) -> Demonstrations:
+            episode_offset: int = 0, beam_width: int = 1, beam_depth: int = 1, obs_version: str = OBS_VERSION,
+            mix: ProtocolMix | None = None) -> Demonstrations:
     """Collect about ``n_states`` expert-labeled observations from whole episodes.
 
     :param rollin: ``"mix"`` (expert on recorded steps, else margin's pick or a random candidate) or
@@ -278,6 +394,8 @@ def collect(sampler: TaskSampler, n_states: int, k: int = 32, budget_range: tupl
     :param seed: episode ``e`` uses seed ``(seed, episode_offset + e)``, whatever ``jobs`` is.
     :param beam_width: the expert's beam width, see :func:`lookahead_gains`.
     :param beam_depth: the expert's lookahead depth (1: greedy one-step).
+    :param obs_version: the observation the demonstrations record (:data:`metaal.observe.OBS_VERSIONS`).
+    :param mix: the protocol of each episode (:class:`ProtocolMix`; None: the sampler's).
     :returns: the demonstrations of ``ceil(n_states / expected per episode)`` episodes, in order.
     """
     from joblib import Parallel, delayed
@@ -285,7 +403,8 @@ def collect(sampler: TaskSampler, n_states: int, k: int = 32, budget_range: tupl
     per_episode = max(1.0, record_prob * 0.5 * (budget_range[0] + budget_range[1]) * 0.8)
     n_episodes = max(1, int(np.ceil(n_states / per_episode)))
     seeds = [int(np.random.SeedSequence([seed, episode_offset + e]).generate_state(1)[0]) for e in range(n_episodes)]
-    args = (k, budget_range, record_prob, rollin, policy, learner, ll_weight, beta, (int(beam_width), int(beam_depth)))
+    args = (k, budget_range, record_prob, rollin, policy, learner, ll_weight, beta, (int(beam_width), int(beam_depth)),
+            obs_version, mix)
     from tqdm.auto import tqdm
 
     if jobs == 1:

@@ -33,7 +33,7 @@ from typing import Any
 
 import metaal
 from metaal.errors import PolicyError
-from metaal.observe import OBS_VERSION
+from metaal.observe import OBS_VERSION, OBS_VERSIONS
 
 POLICY_FORMAT = "metaal-policy-1"
 
@@ -100,8 +100,9 @@ def _normalize_zip(path: Path) -> None:
 
 def save_policy(model: Any, path: "str | os.PathLike", k: int, algo: str, datasets: list[str] | None = None,
                 config: dict[str, Any] | None = None, observer: dict[str, Any] | None = None,
-                extra: dict[str, Any] | None = None) -> Path:
-    """Save an SB3 ``model`` as ``PATH.zip`` plus its metadata ``PATH.json``; returns the zip path."""
+                extra: dict[str, Any] | None = None, obs_version: str = OBS_VERSION) -> Path:
+    """Save an SB3 ``model`` as ``PATH.zip`` plus its metadata ``PATH.json``; returns the zip path.
+    ``obs_version``: the observation the policy was trained on (:data:`metaal.observe.OBS_VERSIONS`)."""
     import torch  # heavy: only when saving
 
     zp = Path(path)
@@ -116,7 +117,7 @@ def save_policy(model: Any, path: "str | os.PathLike", k: int, algo: str, datase
     _normalize_zip(zp)
     meta = {
         "format": POLICY_FORMAT,
-        "obs_version": OBS_VERSION,
+        "obs_version": obs_version,
         "k": int(k),
         "observer": observer or {},
         "algo": algo,
@@ -133,9 +134,12 @@ def save_policy(model: Any, path: "str | os.PathLike", k: int, algo: str, datase
     return zp
 
 
-def read_metadata(zip_path: "str | os.PathLike", obs_version: str = OBS_VERSION) -> dict[str, Any]:
+def read_metadata(
+    zip_path: "str | os.PathLike", obs_version: "str | tuple[str, ...]" = OBS_VERSIONS
+) -> dict[str, Any]:
     """Read and check the metadata of a policy zip (existence, JSON, checksum, observation version:
-    ``obs_version``, the pool observer's by default; stream policies pass ``stream-2``).
+    one of ``obs_version``, the pool observer's versions by default; stream policies pass
+    ``stream-2``).
 
     :raises PolicyError: with a one-line reason.
     """
@@ -165,10 +169,11 @@ def read_metadata(zip_path: "str | os.PathLike", obs_version: str = OBS_VERSION)
             f"policy file {zp} is corrupt: sha256 {digest[:12]}... does not match the metadata's "
             f"{str(meta['sha256'])[:12]}..."
         )
-    if meta["obs_version"] != obs_version:
+    known = (obs_version,) if isinstance(obs_version, str) else tuple(obs_version)
+    if meta["obs_version"] not in known:
         raise PolicyError(
             f"policy {zp} was trained on observation version {meta['obs_version']!r}, this metaal "
-            f"computes {obs_version!r}; retrain it (metaal train)"
+            f"computes {' or '.join(repr(v) for v in known)}; retrain it (metaal train)"
         )
     return meta
 

@@ -43,11 +43,13 @@ import numpy as np
 import yaml
 
 import metaal.envs  # noqa: F401  (registers metaal/Pool-v0)
-from metaal.agents.imitation import Demonstrations, TaskSampler, bc_train, collect
+from metaal.agents.imitation import Demonstrations, ProtocolMix, TaskSampler, bc_train, collect
 from metaal.agents.policy_file import load_model, read_metadata, resolve_policy_path, save_policy
 from metaal.data import load_dataset, make_split
 from metaal.errors import ConfigError
 from metaal.loop.simulate import simulate
+from metaal.observe import OBS_VERSION, OBS_VERSIONS, feature_names
+from metaal.protocols import PROTOCOLS, get_protocol
 from metaal.state import Task
 from metaal.strategies import get
 from metaal.synthetic import random_task_spec
@@ -63,6 +65,8 @@ SPLIT_FILE = "configs/meta_split.yaml"
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "k": 32,
+    "obs_version": OBS_VERSION,
+    "protocols": {},
     "learner": "logreg",
     "initial": 10,
     "max_rows": 2000,
@@ -196,6 +200,18 @@ def load_config(path: "str | os.PathLike | dict[str, Any]") -> dict[str, Any]:
                               f"logreg (got {cfg['learner']!r}; use vec_env: dummy or subproc for other learners)")
         if rl.get("env_id", "metaal/Pool-v0") != "metaal/Pool-v0":
             raise ConfigError(f"rl.vec_env: batched is the batched metaal/Pool-v0 (rl.env_id is {rl['env_id']!r})")
+    if cfg["obs_version"] not in OBS_VERSIONS:
+        raise ConfigError(f"obs_version must be one of {', '.join(OBS_VERSIONS)} (got {cfg['obs_version']!r})")
+    mix = ProtocolMix.from_config(cfg["protocols"])
+    if mix is not None and max(mix.batch_sizes) > 1 and cfg["obs_version"] == OBS_VERSION:
+        raise ConfigError("protocols.batch_sizes above 1 need obs_version: obs-v2 (an obs-v1 policy takes a "
+                          "batch as the top k of one scoring)")
+    if cfg["obs_version"] != OBS_VERSION and cfg["rl"]["enabled"]:
+        raise ConfigError(f"rl: the environments observe obs-v1 only; train an {cfg['obs_version']} policy "
+                          "with imitation (rl.enabled: false)")
+    bad = [p for p in (cfg["eval"].get("protocols") or []) if p not in PROTOCOLS]
+    if bad:
+        raise ConfigError(f"eval.protocols: unknown {', '.join(map(str, bad))} (known: {', '.join(PROTOCOLS)})")
     if not cfg["imitation"]["enabled"] and not cfg["rl"]["enabled"]:
         raise ConfigError("enable imitation, rl, or both")
     return cfg
@@ -234,14 +250,16 @@ class _SpaceEnv:
     """A never-stepped Gymnasium env that only carries the spaces (to build a model without the
     training environment, e.g. for behaviour cloning)."""
 
-    def __new__(cls, k: int) -> Any:
+    def __new__(cls, k: int, obs_version: str = OBS_VERSION) -> Any:
         import gymnasium as gym
 
         from metaal.agents.networks import obs_space  # torch and SB3: heavy, only when a model is built
 
+        F, G = (len(f) for f in feature_names(obs_version))
+
         class SpaceEnv(gym.Env):
             def __init__(self) -> None:
-                self.observation_space = obs_space(k)
+                self.observation_space = obs_space(k, F, G)
                 self.action_space = gym.spaces.Discrete(k)
 
             def reset(self, *, seed: int | None = None, options: dict | None = None) -> Any:
@@ -278,8 +296,8 @@ def make_model(cfg: dict[str, Any], env: Any = None, tb: str | None = None, algo
 
     th.manual_seed(int(cfg["seed"]))
     if env is None:
-        k = int(cfg["k"])
-        env = DummyVecEnv([lambda: _SpaceEnv(k)])
+        k, version = int(cfg["k"]), str(cfg.get("obs_version", OBS_VERSION))
+        env = DummyVecEnv([lambda: _SpaceEnv(k, version)])
     algo = algo or cfg["rl"]["algo"]
     hyper = dict(cfg["rl"]["hyper"] if algo == cfg["rl"]["algo"] else DEFAULTS["rl"]["hyper"])
     if algo == "DQN":
@@ -329,37 +347,49 @@ def init_weights(model: Any, src: Any) -> None:
 def _save(model: Any, path: Path, cfg: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
     public = {k: v for k, v in cfg.items()}
     return save_policy(model, path, k=int(cfg["k"]), algo=model_algo(model),
-                       datasets=list(cfg["datasets"]["train_names"]), config=public, extra=extra)
+                       datasets=list(cfg["datasets"]["train_names"]), config=public, extra=extra,
+                       obs_version=str(cfg.get("obs_version", OBS_VERSION)))
 
 
 # ----------------------------------------------------------------------------------------------
 # validation
 
 
-def _cell(task: Any, strategy: str, budget: int, learner: str) -> float:
+def _cell(task: Any, strategy: str, budget: int, learner: str, batch_size: int = 1, metric: str = "accuracy") -> float:
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):
-        return simulate(task, get(strategy), budget, learner=learner, seed=int(task.seed)).aulc
+        c = simulate(task, get(strategy), budget, learner=learner, seed=int(task.seed), batch_size=batch_size)
+        return c.aulc_f1 if metric == "macro_f1" else c.aulc
 
 
 def evaluate_strategies(strategies: list[str], datasets: list[str], seeds: int, budget: int, learner: str,
-                        initial: int, jobs: int, progress: bool = False) -> dict[str, dict[str, float]]:
+                        initial: int, jobs: int, progress: bool = False, protocol: str | None = None
+                        ) -> dict[str, dict[str, float]]:
     """Mean AULC per (strategy, dataset) on the default protocol (seeds ``0..S-1``, the same
     splits as ``metaal compare``); the budget is capped at each dataset's unlabeled pool.
+    ``protocol``: a :data:`metaal.protocols.PROTOCOLS` name instead (its initial set, budget,
+    batch size, imbalance and headline metric: macro-F1 AULC for ``imbalanced``).
     Returns ``{strategy: {dataset: aulc}}``."""
     from joblib import Parallel, delayed
 
+    batch_size, metric = 1, "accuracy"
+    proto = get_protocol(protocol) if protocol else None
+    if proto is not None:
+        initial, budget, batch_size, metric = proto.initial, proto.budget, proto.batch_size, proto.metric
     cells = []
     for name in datasets:
         ds = load_dataset(name)
+        if proto is not None:
+            ds = proto.apply([ds])[0]
         for seed in range(int(seeds)):
             task = Task.from_split(ds, make_split(ds, seed, initial))
             b = int(min(budget, task.n_pool - len(task.initial)))
             cells += [(s, name, task, b) for s in strategies]
     from tqdm.auto import tqdm
 
-    gen = Parallel(n_jobs=jobs, return_as="generator")(delayed(_cell)(task, s, b, learner) for s, _n, task, b in cells)
+    gen = Parallel(n_jobs=jobs, return_as="generator")(
+        delayed(_cell)(task, s, b, learner, batch_size, metric) for s, _n, task, b in cells)
     vals = list(tqdm(gen, total=len(cells), disable=not progress, desc="validation runs", leave=False))
     acc: dict[str, dict[str, list[float]]] = {s: {} for s in strategies}
     for (s, name, _t, _b), v in zip(cells, vals):
@@ -368,7 +398,12 @@ def evaluate_strategies(strategies: list[str], datasets: list[str], seeds: int, 
 
 
 class Validator:
-    """Evaluates policy files on the validation datasets and keeps the numbers per stage."""
+    """Evaluates policy files on the validation datasets and keeps the numbers per stage.
+
+    With ``eval.protocols`` (names of :data:`metaal.protocols.PROTOCOLS`) every stage runs in each
+    protocol and its score is the mean over the protocols of its mean headline AULC (so the stage
+    kept is the best across protocols); without, the config's initial set and ``eval.budget``.
+    """
 
     def __init__(self, cfg: dict[str, Any], out: Path, progress: bool = False):
         self.cfg, self.out = cfg, out
@@ -376,31 +411,44 @@ class Validator:
         self.kw = dict(datasets=cfg["datasets"]["validation_names"], seeds=int(e["seeds"]), budget=int(e["budget"]),
                        learner=cfg["learner"], initial=int(cfg["initial"]), jobs=int(e.get("jobs", cfg["jobs"])),
                        progress=progress)
+        self.protocols: list[str | None] = list(e.get("protocols") or [None])
         self.path = out / "validation.json"
         self.results: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
         bp = out / "val_baselines.json"
-        if bp.is_file():
-            self.baselines = json.loads(bp.read_text())
+        keys = [str(p) for p in self.protocols]
+        saved = json.loads(bp.read_text()) if bp.is_file() else {}
+        if sorted(saved) == sorted(keys):
+            self.baselines_by = saved
         else:
-            self.baselines = evaluate_strategies(["random", "margin"], **self.kw)
-            bp.write_text(json.dumps(self.baselines, indent=2))
+            self.baselines_by = {str(p): evaluate_strategies(["random", "margin"], **self.kw, protocol=p)
+                                 for p in self.protocols}
+            bp.write_text(json.dumps(self.baselines_by, indent=2))
 
     def mean(self, name: str) -> float:
-        return float(np.mean(list(self.baselines[name].values())))
+        """A baseline's score: its mean AULC, averaged over the protocols."""
+        return float(np.mean([np.mean(list(b[name].values())) for b in self.baselines_by.values()]))
 
     def evaluate(self, stage: str, zip_path: Path) -> dict[str, Any]:
         if stage in self.results:
             return self.results[stage]
-        per = evaluate_strategies([f"policy:{zip_path}"], **self.kw)[f"policy:{zip_path}"]
-        m = self.baselines["margin"]
+        key = f"policy:{zip_path}"
+        per_protocol = {str(p): evaluate_strategies([key], **self.kw, protocol=p)[key] for p in self.protocols}
+        scores = [float(np.mean(list(per.values()))) for per in per_protocol.values()]
+        wins = sum(int(sum(per[d] > self.baselines_by[p]["margin"][d] + 1e-12 for d in per))
+                   for p, per in per_protocol.items())
         res = {
             "zip": str(zip_path),
-            "aulc_policy": float(np.mean(list(per.values()))),
+            "aulc_policy": float(np.mean(scores)),
             "aulc_margin": self.mean("margin"),
             "aulc_random": self.mean("random"),
-            "per_dataset": per,
-            "wins_vs_margin": int(sum(per[d] > m[d] + 1e-12 for d in per)),
+            "per_dataset": per_protocol[str(self.protocols[0])] if len(self.protocols) == 1 else per_protocol,
+            "wins_vs_margin": wins,
         }
+        if len(self.protocols) > 1:
+            res["per_protocol"] = {
+                p: {"policy": sc, "margin": float(np.mean(list(self.baselines_by[p]["margin"].values()))),
+                    "random": float(np.mean(list(self.baselines_by[p]["random"].values())))}
+                for p, sc in zip(per_protocol, scores)}
         self.results[stage] = res
         self.path.write_text(json.dumps(self.results, indent=2))
         log.info("validation %s: policy %.4f margin %.4f random %.4f", stage, res["aulc_policy"],
@@ -668,7 +716,8 @@ def train(config: "str | os.PathLike | dict[str, Any]", out: "str | os.PathLike"
         sampler = TaskSampler(train_specs(cfg), max_rows=int(cfg["max_rows"]), initial=int(cfg["initial"]))
         common = dict(k=int(cfg["k"]), budget_range=tuple(cfg["budget_range"]), record_prob=float(im["record_prob"]),
                       jobs=int(cfg["jobs"]), learner=cfg["learner"], ll_weight=float(im["ll_weight"]),
-                      beam_width=int(im["beam_width"]), beam_depth=int(im["beam_depth"]), progress=progress)
+                      beam_width=int(im["beam_width"]), beam_depth=int(im["beam_depth"]), progress=progress,
+                      obs_version=str(cfg["obs_version"]), mix=ProtocolMix.from_config(cfg["protocols"]))
         parts: list[Demonstrations] = []
         step = 0
         variants = [dict(v or {}) for v in (im.get("variants") or [{}])]

@@ -23,6 +23,8 @@ same in training, in simulation and in a labeling session.
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 
 #: pools up to this size get every item's density at first use (all training and evaluation pools)
@@ -186,3 +188,44 @@ def update_min_dist(min_dist: np.ndarray, X: np.ndarray, new: np.ndarray, sq: np
         d = pairwise_sq(X[s : s + step], B, sb, None if sq is None else sq[s : s + step])
         np.maximum(d, 0.0, out=d)
         np.minimum(min_dist[s : s + step], np.sqrt(d, out=d).min(axis=1), out=min_dist[s : s + step])
+
+
+#: elements of one block of candidate-by-pool distances (:func:`row_blocks`)
+BLOCK_ELEMENTS = 1 << 20
+
+
+def row_blocks(n_rows: int, n_cols: int) -> Iterator[slice]:
+    """Slices of ``range(n_rows)`` whose blocks of ``n_cols`` columns hold about
+    :data:`BLOCK_ELEMENTS` elements."""
+    step = max(BLOCK_ELEMENTS // max(n_cols, 1), 1)
+    for s in range(0, n_rows, step):
+        yield slice(s, min(s + step, n_rows))
+
+
+def gaussian_gain(
+    X: np.ndarray,
+    cand: np.ndarray,
+    kmax: np.ndarray,
+    gamma: float,
+    sq: np.ndarray | None = None,
+    ref: np.ndarray | None = None,
+) -> np.ndarray:
+    """MaxHerding's gain of adding each pool row ``cand`` (m,) of ``X`` ``(n, d)``:
+    ``mean_u max(k(u, x) - kmax(u), 0)`` with ``k(u, x) = exp(-gamma ||u - x||^2)`` and ``kmax``
+    ``(n,)`` the current coverage of every pool item; shape ``(m,)``. ``sq``: the squared row
+    norms ``(n,)`` when at hand. In blocks of candidates. ``ref``: pool positions ``(r,)`` to
+    average over instead of the whole pool (a sample, for large pools; ``kmax`` and ``sq`` then
+    hold those rows' values, ``(r,)``)."""
+    U = X if ref is None else X[ref]
+    n = U.shape[0]
+    sq = (U * U).sum(1) if sq is None else sq
+    out = np.empty(len(cand))
+    for sl in row_blocks(len(cand), n):
+        d2 = pairwise_sq(X[cand[sl]], U, sq)
+        np.maximum(d2, 0.0, out=d2)
+        d2 *= -gamma
+        kern = np.exp(d2, out=d2)
+        kern -= kmax[None, :]
+        np.maximum(kern, 0.0, out=kern)
+        out[sl] = kern.mean(axis=1)
+    return out

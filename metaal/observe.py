@@ -47,6 +47,28 @@ Global features (``GLOBAL_FEATURES``, shape ``(G,)``):
 9      frac_labeled           labels / pool size                                            [0, 1]
 =====  =====================  ==========================================================  ========
 
+**Version 2** (``obs-v2``, :data:`OBS_VERSIONS`; an :class:`Observer` built with
+``version="obs-v2"``) is the observation of a policy that adapts to the protocol: cold start,
+batches, imbalance. Its candidates add MaxHerding's next picks (the cold-start protocol's best
+heuristic, always offered, flag ``from_coverage``; the caller's ``cover`` function supplies them)
+and it can observe *within* a batch: the items already picked in the batch (``pending``) count
+as labeled for the geometry and are no candidates. Candidate features: v1's indices 0-7, then
+
+=====  =====================  ==========================================================  ========
+8      coverage_gain          MaxHerding's gain of the candidate (how much kernel coverage   [0, 1]
+                              of the pool it adds to the labels and the batch's picks) /
+                              the largest gain among the candidates
+9      dist_batch             distance to the nearest item picked earlier in this batch /    [0, 4]
+                              median pairwise distance (4 when none): spreads a batch
+10-14  from_margin, from_density, from_kcenter, from_coverage, from_random              {0, 1}
+=====  =====================  ==========================================================  ========
+
+Global features: v1's ten, then ``no_model`` (1 while fewer than two classes are labeled: the
+model is only the label frequencies), ``log_batch`` (log of the batch size / log 100),
+``batch_progress`` (picks made in this batch / batch size), ``min_class_ratio`` (smallest label
+count / largest, over all classes: imbalance among the labels) and ``coverage`` (mean kernel
+coverage of the pool by the labels and the batch's picks, MaxHerding's objective).
+
 One implementation serves every caller: :func:`observe_batch` computes the observations of ``N``
 episodes from arrays (``N = 1`` for :meth:`Observer.observe`, the single environments, a learned
 policy in simulation and in the labeling session; ``N`` for the batched vector environment), so a
@@ -63,16 +85,19 @@ arrays and the generators handed in: the same seed gives the same observation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from metaal import scores
-from metaal.geometry import PoolGeometry
+from metaal.geometry import PoolGeometry, gaussian_gain, pairwise_dist, update_min_dist
 from metaal.state import ALState
 
 #: Changes whenever the meaning, order or number of features changes; saved policies record it.
-OBS_VERSION = "obs-v1"
+#: ``obs-v1`` stays what it was (the observation of ``policy:v1``); ``obs-v2`` is the adaptive
+#: observation (module docstring).
+OBS_VERSIONS = ("obs-v1", "obs-v2")
+OBS_VERSION = OBS_VERSIONS[0]
 
 CANDIDATE_FEATURES = (
     "top_prob",
@@ -100,8 +125,21 @@ GLOBAL_FEATURES = (
     "flip_rate",
     "frac_labeled",
 )
+CANDIDATE_FEATURES_V2 = (
+    *CANDIDATE_FEATURES[:8],
+    "coverage_gain",
+    "dist_batch",
+    "from_margin",
+    "from_density",
+    "from_kcenter",
+    "from_coverage",
+    "from_random",
+)
+GLOBAL_FEATURES_V2 = (*GLOBAL_FEATURES, "no_model", "log_batch", "batch_progress", "min_class_ratio", "coverage")
 N_CANDIDATE_FEATURES = len(CANDIDATE_FEATURES)
 N_GLOBAL_FEATURES = len(GLOBAL_FEATURES)
+#: MaxHerding's kernel bandwidth / the pool's distance scale (its default, the coverage features)
+COVERAGE_BANDWIDTH = 0.5
 
 DIST_CLIP = 4.0
 #: upper bounds of the candidate / global features (the tables above); observations are clipped
@@ -111,11 +149,38 @@ CANDIDATE_HIGH[CANDIDATE_FEATURES.index("dist_labeled")] = DIST_CLIP
 GLOBAL_HIGH = np.ones(N_GLOBAL_FEATURES, dtype=np.float32)
 GLOBAL_HIGH[GLOBAL_FEATURES.index("log_labels")] = 10.0  # > 1 beyond 1000 labels (10 = 1e30 labels)
 GLOBAL_HIGH[GLOBAL_FEATURES.index("log_classes")] = 10.0  # > 1 beyond 100 classes
+CANDIDATE_HIGH_V2 = np.ones(len(CANDIDATE_FEATURES_V2), dtype=np.float32)
+CANDIDATE_HIGH_V2[CANDIDATE_FEATURES_V2.index("dist_labeled")] = DIST_CLIP
+CANDIDATE_HIGH_V2[CANDIDATE_FEATURES_V2.index("dist_batch")] = DIST_CLIP
+GLOBAL_HIGH_V2 = np.concatenate([GLOBAL_HIGH, np.ones(5, dtype=np.float32)])
+GLOBAL_HIGH_V2[GLOBAL_FEATURES_V2.index("log_batch")] = 10.0  # > 1 beyond batches of 100
 #: large pools: the density candidates are taken among this many most uncertain items
 DENSITY_SHORTLIST = 32
 #: large pools: margin ranks and quantiles are those of a fixed sample of this many unlabeled items
 RANK_SAMPLE = 20_000
 _QUANTILES = (0.1, 0.5, 0.9)
+
+
+def check_obs_version(version: str) -> str:
+    """``version`` if it is one of :data:`OBS_VERSIONS`, else ValueError naming the known ones."""
+    if version not in OBS_VERSIONS:
+        raise ValueError(f"unknown observation version {version!r} (known: {', '.join(OBS_VERSIONS)})")
+    return version
+
+
+def feature_names(version: str = OBS_VERSION) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(candidate feature names, global feature names)`` of an observation version."""
+    if check_obs_version(version) == OBS_VERSION:
+        return CANDIDATE_FEATURES, GLOBAL_FEATURES
+    return CANDIDATE_FEATURES_V2, GLOBAL_FEATURES_V2
+
+
+def feature_high(version: str = OBS_VERSION) -> tuple[np.ndarray, np.ndarray]:
+    """``(candidate upper bounds (F,), global upper bounds (G,))`` of an observation version: a
+    policy sees every feature clipped to ``[0, high]``."""
+    if check_obs_version(version) == OBS_VERSION:
+        return CANDIDATE_HIGH, GLOBAL_HIGH
+    return CANDIDATE_HIGH_V2, GLOBAL_HIGH_V2
 
 
 @dataclass
@@ -126,19 +191,22 @@ class Observation:
     :param global_: ``(G,)`` float32 global features.
     :param mask: ``(K,)`` bool, False for padding rows (fewer than ``K`` unlabeled items).
     :param indices: ``(K,)`` int64 pool positions of the candidates (-1 for padding).
+    :param version: the observation version (:data:`OBS_VERSIONS`).
     """
 
     candidates: np.ndarray
     global_: np.ndarray
     mask: np.ndarray
     indices: np.ndarray
+    version: str = OBS_VERSION
 
     def as_dict(self) -> dict[str, np.ndarray]:
         """The Gymnasium ``Dict`` observation (``candidates``, ``global``, ``action_mask``),
         clipped to the observation space's bounds."""
+        c_high, g_high = feature_high(self.version)
         return {
-            "candidates": np.clip(self.candidates, 0.0, CANDIDATE_HIGH),
-            "global": np.clip(self.global_, 0.0, GLOBAL_HIGH),
+            "candidates": np.clip(self.candidates, 0.0, c_high),
+            "global": np.clip(self.global_, 0.0, g_high),
             "action_mask": self.mask.astype(np.int8),
         }
 
@@ -154,14 +222,28 @@ class BatchObservation:
     mask: np.ndarray
     indices: np.ndarray
     pred: np.ndarray
+    version: str = OBS_VERSION
 
     def __getitem__(self, i: int) -> Observation:
-        return Observation(self.candidates[i], self.global_[i], self.mask[i], self.indices[i])
+        return Observation(self.candidates[i], self.global_[i], self.mask[i], self.indices[i], self.version)
 
     def as_dict(self) -> dict[str, np.ndarray]:
         """The stacked Gymnasium observations, clipped like :meth:`Observation.as_dict` (whose
         clipping broadcasts over the episode axis)."""
-        return Observation(self.candidates, self.global_, self.mask, self.indices).as_dict()
+        return Observation(self.candidates, self.global_, self.mask, self.indices, self.version).as_dict()
+
+
+@dataclass
+class V2Inputs:
+    """What an ``obs-v2`` observation needs beyond v1's arrays, per episode: ``pending`` the items
+    picked earlier in this batch (already in the ``labeled`` mask and ``min_dist`` handed to
+    :func:`observe_batch`), ``batch_sizes`` ``(N,)``, ``forced`` the coverage heuristic's picks
+    (offered as candidates), ``model_ready`` ``(N,)`` bool."""
+
+    pending: Sequence[np.ndarray]
+    batch_sizes: np.ndarray
+    forced: Sequence[np.ndarray]
+    model_ready: np.ndarray
 
 
 def sorted_quantiles(a: np.ndarray, qs: Sequence[float]) -> np.ndarray:
@@ -204,51 +286,105 @@ class Observer:
     :param n_margin: candidates taken from margin's top picks (margin's best is always first).
     :param n_density: candidates from density-weighted uncertainty's top picks.
     :param n_kcenter: candidates farthest from the labeled set.
+    :param version: the observation version (:data:`OBS_VERSIONS`).
+    :param n_coverage: ``obs-v2``: MaxHerding's next picks offered as candidates (they replace
+        random ones).
+    :param cover: ``obs-v2``: ``cover(state, n, pending) -> (m,)`` pool positions, the coverage
+        heuristic's next ``n`` picks after the batch's ``pending`` ones (the strategies layer
+        supplies MaxHerding's, :func:`metaal.strategies.make_observer`); ``[]`` where the pool is
+        too large for it. None: no coverage candidates.
     The rest (at least ``k - n_margin - n_density - n_kcenter``) are uniformly random.
     """
 
     version = OBS_VERSION
 
-    def __init__(self, k: int = 32, n_margin: int = 10, n_density: int = 6, n_kcenter: int = 6) -> None:
+    def __init__(
+        self,
+        k: int = 32,
+        n_margin: int = 10,
+        n_density: int = 6,
+        n_kcenter: int = 6,
+        version: str = OBS_VERSION,
+        n_coverage: int = 4,
+        cover: "Callable[[ALState, int, np.ndarray], np.ndarray] | None" = None,
+    ) -> None:
         if k < 1:
             raise ValueError(f"k must be >= 1 (got {k})")
         self.k = int(k)
         self.n_margin = min(n_margin, self.k)
         self.n_density = n_density
         self.n_kcenter = n_kcenter
+        self.version = check_obs_version(version)
+        self.n_coverage = int(n_coverage)
+        self.cover = cover
+
+    @property
+    def v2(self) -> bool:
+        return self.version != OBS_VERSION
 
     @property
     def n_candidate_features(self) -> int:
-        return N_CANDIDATE_FEATURES
+        return len(feature_names(self.version)[0])
 
     @property
     def n_global_features(self) -> int:
-        return N_GLOBAL_FEATURES
+        return len(feature_names(self.version)[1])
 
-    def observe(self, state: ALState, rng: np.random.Generator) -> Observation:
-        """The observation of one state; random candidates are drawn from ``rng``."""
-        return self.observe_states([state], [rng])[0]
+    def observe(
+        self, state: ALState, rng: np.random.Generator, pending: np.ndarray | None = None, batch_size: int = 1
+    ) -> Observation:
+        """The observation of one state; random candidates are drawn from ``rng``. ``obs-v2``:
+        ``pending`` ``(m,)`` are the items picked earlier in this batch of ``batch_size``."""
+        return self.observe_states([state], [rng], None if pending is None else [pending], [batch_size])[0]
 
-    def observe_states(self, states: Sequence[ALState], rngs: Sequence[np.random.Generator]) -> BatchObservation:
-        """The observations of states over pools of the same size and class count."""
+    def observe_states(
+        self,
+        states: Sequence[ALState],
+        rngs: Sequence[np.random.Generator],
+        pending: Sequence[np.ndarray] | None = None,
+        batch_sizes: Sequence[int] | None = None,
+    ) -> BatchObservation:
+        """The observations of states over pools of the same size and class count (``pending``,
+        ``batch_sizes``: per state, as in :meth:`observe`; ``obs-v2`` only)."""
         has_prev = np.array([s.prev_proba is not None for s in states])
         P_prev = prev_pred = None
         if has_prev.any():  # rows of states without a previous model are ignored (has_prev)
             P_prev = _stack([s.proba if s.prev_proba is None else s.prev_proba for s in states])
             prev_pred = _stack([s.pred if s.prev_pred is None else s.prev_pred for s in states])
+        labeled = _stack([s.labeled_mask for s in states])
+        min_dist = _stack([s.min_dist_labeled() for s in states])
+        extra = None
+        if self.v2:
+            pend = [np.zeros(0, np.int64) if pending is None else np.asarray(p, np.int64).reshape(-1) for p in
+                    (pending or [None] * len(states))]
+            if any(len(p) for p in pend):  # the batch's picks count as labeled for the geometry
+                labeled, min_dist = labeled.copy(), min_dist.copy()
+                for i, (s, p) in enumerate(zip(states, pend)):
+                    if len(p):
+                        labeled[i, p] = True
+                        update_min_dist(min_dist[i], s.X_pool, p, s.geometry.sq_norms)
+            forced = [np.zeros(0, np.int64) if self.cover is None or self.n_coverage < 1 else
+                      np.asarray(self.cover(s, self.n_coverage, p), np.int64) for s, p in zip(states, pend)]
+            extra = V2Inputs(
+                pending=pend,
+                batch_sizes=np.asarray(batch_sizes if batch_sizes is not None else [1] * len(states), dtype=float),
+                forced=forced,
+                model_ready=np.array([s.model_ready for s in states]),
+            )
         return observe_batch(
             self,
-            labeled=_stack([s.labeled_mask for s in states]),
+            labeled=labeled,
             P=_stack([s.proba for s in states]),
             P_prev=P_prev,
             has_prev=has_prev,
-            min_dist=_stack([s.min_dist_labeled() for s in states]),
+            min_dist=min_dist,
             geometries=[s.geometry for s in states],
             labels=[s.y_labeled for s in states],
             n_queried=np.array([s.n_queried for s in states]),
             budgets=np.array([s.budget or 0 for s in states]),
             rngs=rngs,
             prev_pred=prev_pred,
+            v2=extra,
         )
 
     @staticmethod
@@ -338,6 +474,7 @@ def observe_batch(
     prev_pred: np.ndarray | None = None,
     dens: np.ndarray | None = None,
     P_class_major: np.ndarray | None = None,
+    v2: V2Inputs | None = None,
 ) -> BatchObservation:
     """The observations of ``N`` episodes over pools of ``n`` items and ``C`` classes.
 
@@ -353,6 +490,7 @@ def observe_batch(
     :param prev_pred: the argmax of ``P_prev`` ``(N, n)`` when at hand.
     :param dens: every pool item's density ``(N, n)`` when at hand (pools of exact geometry).
     :param P_class_major: ``P`` as ``(N, C, n)`` when at hand (contiguous class planes: faster).
+    :param v2: the extra inputs of an ``obs-v2`` observation (None: ``obs-v1``).
     """
     ob = observer
     N, n, C = P.shape
@@ -381,7 +519,12 @@ def observe_batch(
     universe = None
     if N == 1 and n_unl[0] > RANK_SAMPLE:  # one large pool: read the orderings' heads only
         universe = _universe(keys, min(sum(takes), int(n_unl[0])))
-    cand_idx, flags, m_all = _propose(keys, takes, K, unlabeled, n_unl, rngs, universe)
+    if v2 is None:
+        cand_idx, flags, m_all = _propose(keys, takes, K, unlabeled, n_unl, rngs, universe)
+    else:  # rows kept free for the coverage candidates
+        n_free = min(max((len(f) for f in v2.forced), default=0), K - 1)
+        cand_idx, flags, m_all = _propose(keys, takes, K - n_free, unlabeled, n_unl, rngs, universe)
+        cand_idx, flags = _offer_forced(cand_idx, flags, m_all, v2.forced, K)
     # candidate features (padding rows use position 0 and are zeroed below)
     rows = np.arange(N)[:, None]
     safe = np.maximum(cand_idx, 0)
@@ -414,16 +557,90 @@ def observe_batch(
     counts = np.stack([np.bincount(lab, minlength=C) for lab in labels]).astype(float)  # (N, C)
     share = counts[rows, scores.predicted_class(p)] / np.maximum(counts.sum(1), 1.0)[:, None]
     valid = np.arange(K)[None, :] < m_all[:, None]
-    cand = np.zeros((N, K, N_CANDIDATE_FEATURES), dtype=np.float32)
+    cand = np.zeros((N, K, len(feature_names(ob.version)[0])), dtype=np.float32)
     cand[..., :8] = np.stack([top, mc, ent, dis, rank, dist, dc, share], axis=2)
-    cand[..., 8:] = flags
+    extra_glob = None
+    if v2 is None:
+        cand[..., 8:] = flags
+    else:
+        cand[..., 8:10], extra_glob = _v2_features(v2, safe, valid, min_dist, geometries, counts)
+        cand[..., 10:] = flags
     cand[~valid] = 0.0
     if prev_pred is None and P_prev is not None:
         prev_pred = scores.predicted_class(P_prev)
     if prev_pred is not None:  # episodes without a previous model: no flips
         prev_pred = np.where(has_prev[:, None], prev_pred, pred_all)
     glob = global_batch(P, pred_all, prev_pred, marg_sorted, n_ref, counts, n_queried, budgets, top=top_all)
-    return BatchObservation(cand, glob, valid, cand_idx, pred_all)
+    if extra_glob is not None:
+        glob = np.concatenate([glob, extra_glob.astype(np.float32)], axis=1)
+    return BatchObservation(cand, glob, valid, cand_idx, pred_all, ob.version)
+
+
+def _offer_forced(
+    cand_idx: np.ndarray, flags: np.ndarray, m_all: np.ndarray, forced: Sequence[np.ndarray], K: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``obs-v2``: offer each episode's ``forced`` items (the coverage heuristic's picks, in order)
+    after its ``K'`` proposed candidates (``cand_idx`` ``(N, K')``, ``flags`` ``(N, K', 4)``): one
+    already offered gains the ``from_coverage`` flag, another takes the next free row. Updates
+    ``m_all`` in place; returns the candidates ``(N, K)`` and the five-column flags ``(N, K, 5)``
+    (margin, density, k-center, coverage, random)."""
+    N, Kp, _ = flags.shape
+    idx = np.full((N, K), -1, dtype=np.int64)
+    idx[:, :Kp] = cand_idx
+    out = np.zeros((N, K, 5), dtype=np.float32)
+    out[:, :Kp, :3] = flags[..., :3]
+    out[:, :Kp, 4] = flags[..., 3]
+    for i in range(N):
+        for item in forced[i]:
+            hit = np.flatnonzero(idx[i, : m_all[i]] == item)
+            if len(hit):
+                out[i, hit[0], 3] = 1.0
+            elif m_all[i] < K:
+                idx[i, m_all[i]] = int(item)
+                out[i, m_all[i], 3] = 1.0
+                m_all[i] += 1
+    return idx, out
+
+
+def _v2_features(
+    v2: V2Inputs,
+    safe: np.ndarray,
+    valid: np.ndarray,
+    min_dist: np.ndarray,
+    geometries: Sequence[PoolGeometry],
+    counts: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``obs-v2``'s ``coverage_gain`` and ``dist_batch`` of the candidates ``(N, K, 2)`` and its
+    extra global features ``(N, 5)`` (module docstring). Large pools (beyond
+    :data:`metaal.geometry.EXACT_DENSITY_MAX` items) measure the coverage on their fixed rank sample
+    of :data:`RANK_SAMPLE` items."""
+    N, K = safe.shape
+    feats = np.zeros((N, K, 2))
+    feats[..., 1] = DIST_CLIP
+    glob = np.zeros((N, 5))
+    for i, g in enumerate(geometries):
+        sigma = COVERAGE_BANDWIDTH * g.scale
+        gamma = 1.0 / (2.0 * sigma * sigma)
+        ref = None if g.exact else g.rank_sample(RANK_SAMPLE)[:RANK_SAMPLE]
+        md = min_dist[i] if ref is None else min_dist[i, ref]
+        kmax = np.exp(-gamma * md * md)  # 0 where nothing is labeled (inf distance)
+        sq = g.sq_norms if ref is None else g.sq_norms[ref]
+        rows = safe[i, valid[i]]
+        if len(rows):
+            gain = gaussian_gain(g.X, rows, kmax, gamma, sq, ref)
+            top = float(gain.max())
+            feats[i, valid[i], 0] = gain / top if top > 0 else 0.0
+            pend = v2.pending[i]
+            if len(pend):
+                d = pairwise_dist(g.X[rows], g.X[pend]).min(axis=1) / g.scale
+                feats[i, valid[i], 1] = np.minimum(d, DIST_CLIP)
+        glob[i, 4] = float(kmax.mean())
+    bs = np.maximum(v2.batch_sizes, 1.0)
+    glob[:, 0] = ~np.asarray(v2.model_ready, dtype=bool)
+    glob[:, 1] = np.log(bs) / np.log(100.0)
+    glob[:, 2] = np.array([len(p) for p in v2.pending]) / bs
+    glob[:, 3] = counts.min(axis=1) / np.maximum(counts.max(axis=1), 1.0)
+    return feats, glob
 
 
 def _propose(

@@ -66,6 +66,7 @@ def test_compare_writes_every_file_with_the_exact_columns(wine_run: dict) -> Non
     assert scols == SUMMARY_COLUMNS == [
         "dataset", "strategy", "aulc_mean", "aulc_std", "aulc_f1_mean", "norm_aulc", "final_accuracy",
         "stop_labels_mean", "stop_accuracy_mean", "stop_fired", "mean_rank", "query_seconds", "cold_picks_mean",
+        "guard_picks_mean",
     ]
     assert [r["strategy"] for r in srows] == ["random", "margin"]
     for r in srows:

@@ -50,6 +50,7 @@ SUMMARY_COLUMNS = [
     "mean_rank",
     "query_seconds",
     "cold_picks_mean",
+    "guard_picks_mean",
 ]
 RAY_HINT = "pip install metaal[ray]"
 MAX_SEEDS = 10_000  # seeds per dataset: every (dataset, seed) task is built before the first cell
@@ -487,7 +488,8 @@ def summarize(curves: Sequence[Curve], metric: str = "accuracy") -> list[dict[st
     (AULC - random's) / (oracle's - random's) of the means on the dataset, where ``random`` and
     ``oracle`` both ran (0 = random, 1 = the oracle; nan otherwise, or when the oracle is not above
     random). ``cold_picks_mean``: items a model-free fallback picked before two classes were
-    labeled (the cold start), mean over seeds.
+    labeled (the cold start), mean over seeds; ``guard_picks_mean``: picks where a learned
+    policy's guard deferred to margin, mean over seeds.
     """
     check_metric(metric)
     ranks = rank_table(curves, metric)
@@ -512,6 +514,7 @@ def summarize(curves: Sequence[Curve], metric: str = "accuracy") -> list[dict[st
                     "mean_rank": float(np.mean(ranks[(ds, st)])),
                     "query_seconds": float(np.mean([c.seconds_per_query for c in cs])),
                     "cold_picks_mean": float(np.mean([c.cold_picks for c in cs])),
+                    "guard_picks_mean": float(np.mean([c.guard_picks for c in cs])),
                     "n_seeds": len(cs),
                     "metric": metric,
                 }

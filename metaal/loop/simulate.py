@@ -128,6 +128,8 @@ class Curve(CurveMetrics):
     From zero initial labels (the cold start) a strategy that needs a model lets a model-free one
     pick until two classes are labeled (:class:`~metaal.strategies.ColdStart`): ``cold_picks``
     counts those items and ``cold_fallback`` names that strategy ("" when it never picked).
+    ``guard_picks``: the picks where a learned policy's deployment guard deferred to margin
+    (:class:`metaal.agents.LearnedStrategy`; 0 for every other strategy).
     """
 
     dataset: str
@@ -146,6 +148,7 @@ class Curve(CurveMetrics):
     stop_kappa: list[float] = field(default_factory=list)
     cold_picks: int = 0
     cold_fallback: str = ""
+    guard_picks: int = 0
 
     @property
     def aulc_f1(self) -> float:
@@ -252,4 +255,5 @@ def simulate(
         stop_kappa=list(rule.kappas),
         cold_picks=cold_picks,
         cold_fallback=str(strat.fallback.name) if cold_picks else "",
+        guard_picks=int(getattr(strat, "guard_picks", 0)),
     )

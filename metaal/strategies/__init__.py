@@ -22,6 +22,7 @@ Users' strategies: ``module:Class`` and ``path.py:Class`` name a :class:`Strateg
 :class:`FunctionStrategy` wraps a plain function ``f(estimator, X_unlabeled) -> scores``
 (:mod:`~metaal.strategies.custom`; docs/strategies.md).
 """
+from metaal.observe import OBS_VERSION, Observer
 from metaal.strategies import (
     bandit,  # noqa: F401  (registers albl; imports the others first)
     batch,  # noqa: F401  (registers falcun, dropquery)
@@ -49,8 +50,17 @@ from metaal.strategies.base import (
     top_k,
     with_cold_start,
 )
+from metaal.strategies.coverage import coverage_candidates
 from metaal.strategies.custom import FunctionStrategy
 from metaal.strategies.uncertainty import entropy_score, least_confident_score, margin_score
+
+
+def make_observer(k: int = 32, version: str = OBS_VERSION, **kwargs: int) -> Observer:
+    """The :class:`~metaal.observe.Observer` of an observation version, with its heuristics:
+    ``obs-v2`` offers MaxHerding's next picks (:func:`~metaal.strategies.coverage.coverage_candidates`)
+    as candidates. Every caller above this layer (the env, imitation, a learned policy) builds its
+    observer here, so that each sees the same candidates."""
+    return Observer(k=k, version=version, cover=coverage_candidates, **kwargs)
 
 __all__ = [
     "COLD_FALLBACK",
@@ -62,6 +72,7 @@ __all__ = [
     "get",
     "least_confident_score",
     "load_strategy_class",
+    "make_observer",
     "margin_score",
     "names",
     "needs_model",

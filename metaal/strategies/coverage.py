@@ -16,27 +16,17 @@ the labeled set: a resumed labeling session asks what an uninterrupted one would
 from __future__ import annotations
 
 import warnings
-from typing import Iterator
 
 import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.exceptions import ConvergenceWarning
 
 from metaal.errors import ConfigError
-from metaal.geometry import pairwise_sq
+from metaal.geometry import gaussian_gain, pairwise_sq, row_blocks
 from metaal.state import ALState
 from metaal.strategies.base import Strategy, check_k, register
 
 #: elements of one block of pairwise distances (8 MB of float64): O(n^2) work in bounded memory
-BLOCK_ELEMENTS = 1 << 20
-
-
-def row_blocks(n_rows: int, n_cols: int) -> Iterator[slice]:
-    """Slices of ``range(n_rows)`` whose blocks of ``n_cols`` columns hold about
-    :data:`BLOCK_ELEMENTS` elements."""
-    step = max(BLOCK_ELEMENTS // max(n_cols, 1), 1)
-    for s in range(0, n_rows, step):
-        yield slice(s, min(s + step, n_rows))
 
 
 def pool_sq_norms(state: ALState) -> np.ndarray:
@@ -349,27 +339,6 @@ class ProbCover(Strategy):
 # MaxHerding
 
 
-def gaussian_gain(
-    X: np.ndarray, cand: np.ndarray, kmax: np.ndarray, gamma: float, sq: np.ndarray | None = None
-) -> np.ndarray:
-    """MaxHerding's gain of adding each pool row ``cand`` (m,) of ``X`` ``(n, d)``:
-    ``mean_u max(k(u, x) - kmax(u), 0)`` with ``k(u, x) = exp(-gamma ||u - x||^2)`` and ``kmax``
-    ``(n,)`` the current coverage of every pool item; shape ``(m,)``. ``sq``: the squared row
-    norms ``(n,)`` when at hand. In blocks of candidates."""
-    n = X.shape[0]
-    sq = (X * X).sum(1) if sq is None else sq
-    out = np.empty(len(cand))
-    for sl in row_blocks(len(cand), n):
-        d2 = pairwise_sq(X[cand[sl]], X, sq)
-        np.maximum(d2, 0.0, out=d2)
-        d2 *= -gamma
-        kern = np.exp(d2, out=d2)
-        kern -= kmax[None, :]
-        np.maximum(kern, 0.0, out=kern)
-        out[sl] = kern.mean(axis=1)
-    return out
-
-
 @register("maxherding")
 class MaxHerding(Strategy):
     """MaxHerding: greedy maximization of the kernel (generalized) coverage of the pool.
@@ -417,8 +386,16 @@ class MaxHerding(Strategy):
         )
 
     def select(self, state: ALState, k: int = 1, rng: np.random.Generator | None = None) -> np.ndarray:
+        return self.select_after(state, np.zeros(0, dtype=np.int64), k)
+
+    def select_after(self, state: ALState, pending: np.ndarray, k: int = 1) -> np.ndarray:
+        """The next ``k`` greedy picks once the unlabeled items ``pending`` ``(m,)`` (picked
+        earlier in the same batch by someone else, a learned policy say) have joined the labeled
+        set: they cover the pool like labels and are not picked again. ``pending`` empty:
+        :meth:`select`."""
+        pending = np.asarray(pending, dtype=np.int64).reshape(-1)
         unl = state.unlabeled_idx
-        k = check_k(k, len(unl))
+        k = check_k(k, len(unl) - len(pending))
         X, sq, gamma = state.X_pool, pool_sq_norms(state), self.gamma(state)
         kmax = self._kmax(state)
         key = f"maxherding:bounds:{self.bandwidth!r}"
@@ -428,14 +405,21 @@ class MaxHerding(Strategy):
             bound[unl] = gaussian_gain(X, unl, kmax, gamma, sq)
             exact = np.zeros(state.n_pool, dtype=bool)
             exact[unl] = True
+            if len(pending):  # exact gains under the state's coverage: keep them for later queries
+                state.cache[key] = {"labeled": state.labeled_mask.copy(), "bound": bound.copy()}
         else:
             bound = hit["bound"].copy()
             bound[state.labeled_mask] = -np.inf
             exact = np.zeros(state.n_pool, dtype=bool)
+        for j in pending:  # bounds stay upper bounds: coverage only grows (submodular)
+            bound[j] = -np.inf
+            d2 = np.maximum(pairwise_sq(X[j : j + 1], X, sq)[0], 0.0)
+            kmax = np.maximum(kmax, np.exp(-gamma * d2))
+            exact[:] = False
         out: list[int] = []
         for b in range(k):
             j = self._lazy_pick(X, sq, kmax, gamma, bound, exact)
-            if b == 0:  # bounds under the state's own coverage: valid for every later query
+            if b == 0 and not len(pending):  # bounds under the state's own coverage: valid later
                 state.cache[key] = {"labeled": state.labeled_mask.copy(), "bound": bound.copy()}
             out.append(j)
             bound[j] = -np.inf
@@ -459,3 +443,18 @@ class MaxHerding(Strategy):
             top = top[~exact[top] & np.isfinite(bound[top])]
             bound[top] = gaussian_gain(X, top, kmax, gamma, sq)
             exact[top] = True
+
+
+#: pools beyond this many items get no coverage candidates in an ``obs-v2`` observation
+#: (MaxHerding's first gains cost ``O(n^2 d)`` once per pool)
+COVER_MAX = 10_000
+
+
+def coverage_candidates(state: ALState, n: int, pending: np.ndarray) -> np.ndarray:
+    """MaxHerding's next ``n`` picks ``(m,)`` after the batch's ``pending`` items: the coverage
+    candidates of an ``obs-v2`` observation (:class:`metaal.observe.Observer`'s ``cover``); none
+    on pools of more than :data:`COVER_MAX` items."""
+    left = len(state.unlabeled_idx) - len(pending)
+    if state.n_pool > COVER_MAX or left < 1 or n < 1:
+        return np.zeros(0, dtype=np.int64)
+    return MaxHerding().select_after(state, pending, min(int(n), left))
