@@ -289,6 +289,8 @@ class Observer:
     :param version: the observation version (:data:`OBS_VERSIONS`).
     :param n_coverage: ``obs-v2``: MaxHerding's next picks offered as candidates (they replace
         random ones).
+    :param drop: feature names (candidate or global) always observed as 0: a policy trained
+        without them (a feature ablation) keeps not seeing them; saved in the policy's metadata.
     :param cover: ``obs-v2``: ``cover(state, n, pending) -> (m,)`` pool positions, the coverage
         heuristic's next ``n`` picks after the batch's ``pending`` ones (the strategies layer
         supplies MaxHerding's, :func:`metaal.strategies.make_observer`); ``[]`` where the pool is
@@ -307,6 +309,7 @@ class Observer:
         version: str = OBS_VERSION,
         n_coverage: int = 4,
         cover: "Callable[[ALState, int, np.ndarray], np.ndarray] | None" = None,
+        drop: Sequence[str] = (),
     ) -> None:
         if k < 1:
             raise ValueError(f"k must be >= 1 (got {k})")
@@ -317,6 +320,13 @@ class Observer:
         self.version = check_obs_version(version)
         self.n_coverage = int(n_coverage)
         self.cover = cover
+        names_c, names_g = feature_names(self.version)
+        unknown = [f for f in drop if f not in names_c and f not in names_g]
+        if unknown:
+            raise ValueError(f"drop: unknown features {', '.join(unknown)} of {self.version}")
+        self.drop = tuple(drop)
+        self.drop_c = [names_c.index(f) for f in drop if f in names_c]
+        self.drop_g = [names_g.index(f) for f in drop if f in names_g]
 
     @property
     def v2(self) -> bool:
@@ -573,6 +583,11 @@ def observe_batch(
     glob = global_batch(P, pred_all, prev_pred, marg_sorted, n_ref, counts, n_queried, budgets, top=top_all)
     if extra_glob is not None:
         glob = np.concatenate([glob, extra_glob.astype(np.float32)], axis=1)
+    drop_c, drop_g = ob.drop_c, ob.drop_g
+    if drop_c:
+        cand[..., drop_c] = 0.0
+    if drop_g:
+        glob[:, drop_g] = 0.0
     return BatchObservation(cand, glob, valid, cand_idx, pred_all, ob.version)
 
 
