@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+from sklearn.metrics import f1_score
 
 from metaal.agents.learned import policy_logits
 from metaal.data import imbalance, load_dataset, make_split
@@ -115,6 +116,8 @@ class ProtocolMix:
     :param imbalance_ratio: ``[lo, hi]``: the smaller classes' share there, uniform.
     :param learners: learners drawn uniformly (empty: the config's ``learner``); the policy sees
         only learner-agnostic features, so one policy serves them all.
+    :param imbalance_metric: what the expert maximises on imbalanced episodes: ``accuracy`` or
+        ``macro_f1`` (the imbalanced protocol's headline).
     """
 
     initial: tuple[int, int] = (10, 10)
@@ -122,13 +125,14 @@ class ProtocolMix:
     imbalance_prob: float = 0.0
     imbalance_ratio: tuple[float, float] = (0.05, 0.2)
     learners: tuple[str, ...] = ()
+    imbalance_metric: str = "accuracy"
 
     @staticmethod
     def from_config(spec: "dict[str, Any] | None") -> "ProtocolMix | None":
         """The mix of a config's ``protocols`` mapping (None or empty: None, one protocol)."""
         if not spec:
             return None
-        known = {"initial", "batch_sizes", "imbalance_prob", "imbalance_ratio", "learners"}
+        known = {"initial", "batch_sizes", "imbalance_prob", "imbalance_ratio", "learners", "imbalance_metric"}
         bad = set(spec) - known
         if bad:
             raise ConfigError(f"protocols: unknown keys {', '.join(sorted(bad))} (known: {', '.join(sorted(known))})")
@@ -139,6 +143,7 @@ class ProtocolMix:
                 imbalance_prob=float(spec.get("imbalance_prob", 0.0)),
                 imbalance_ratio=tuple(float(v) for v in spec.get("imbalance_ratio", (0.05, 0.2))),  # type: ignore[arg-type]
                 learners=tuple(str(v) for v in spec.get("learners", ())),
+                imbalance_metric=str(spec.get("imbalance_metric", "accuracy")),
             )
         except (TypeError, ValueError):
             raise ConfigError(f"protocols: bad value in {spec!r}") from None
@@ -149,6 +154,8 @@ class ProtocolMix:
             raise ConfigError(f"protocols.batch_sizes must be integers >= 1 (got {list(mix.batch_sizes)})")
         if not 0.0 <= mix.imbalance_prob <= 1.0:
             raise ConfigError(f"protocols.imbalance_prob must be in [0, 1] (got {mix.imbalance_prob})")
+        if mix.imbalance_metric not in ("accuracy", "macro_f1"):
+            raise ConfigError(f"protocols.imbalance_metric must be accuracy or macro_f1 (got {mix.imbalance_metric!r})")
         a, b = mix.imbalance_ratio
         if len(mix.imbalance_ratio) != 2 or not 0.0 < a <= b < 1.0:
             raise ConfigError(f"protocols.imbalance_ratio must be [lo, hi] in (0, 1) (got {list(mix.imbalance_ratio)})")
@@ -171,7 +178,8 @@ class ProtocolMix:
 
 
 def lookahead_gains(state: ALState, task: Task, indices: np.ndarray, mask: np.ndarray, ll_weight: float = 0.01,
-                    beam_width: int = 1, beam_depth: int = 1, pending: "Sequence[int]" = ()) -> np.ndarray:
+                    beam_width: int = 1, beam_depth: int = 1, pending: "Sequence[int]" = (),
+                    metric: str = "accuracy") -> np.ndarray:
     """Lookahead score of every candidate, shape ``(K,)`` (``-inf`` on padding rows).
 
     :param indices: ``(K,)`` pool positions of the candidates (``Observation.indices``).
@@ -196,6 +204,8 @@ def lookahead_gains(state: ALState, task: Task, indices: np.ndarray, mask: np.nd
 
     ``pending``: items picked earlier in the same batch (not yet labeled): every candidate is
     scored together with them, relative to the model fitted on the labels and them (one more refit).
+    ``metric="macro_f1"``: the reward-split macro-F1 instead of the accuracy (the headline of the
+    imbalanced protocol).
     """
     if int(beam_width) < 1 or int(beam_depth) < 1:
         raise ValueError(f"beam_width and beam_depth must be >= 1 (got {beam_width}, {beam_depth})")
@@ -203,7 +213,11 @@ def lookahead_gains(state: ALState, task: Task, indices: np.ndarray, mask: np.nd
     lab = state.labeled_idx
 
     def score(p: np.ndarray) -> float:
-        acc = float(np.mean(np.argmax(p, 1) == yr))
+        if metric == "macro_f1":
+            pred = np.argmax(p, 1)
+            acc = float(f1_score(yr, pred, labels=np.unique(yr), average="macro", zero_division=0))
+        else:
+            acc = float(np.mean(np.argmax(p, 1) == yr))
         ll = float(np.mean(np.log(np.clip(p[np.arange(len(yr)), yr], 1e-12, 1.0))))
         return acc + ll_weight * ll
 
@@ -317,6 +331,8 @@ def _episode(sampler: TaskSampler, seed: int, k: int, budget_range: tuple[int, i
         task, spec = sampler.sample(rng, initial=proto["initial"], imbalance_ratio=proto["imbalance"])
         learner = proto["learner"]
     batch = proto["batch"] if proto is not None and obs_version != OBS_VERSION else 1
+    metric = mix.imbalance_metric if mix is not None and proto is not None and proto["imbalance"] is not None \
+        else "accuracy"
     free = task.n_pool - len(task.initial)
     B = int(min(rng.integers(budget_range[0], budget_range[1] + 1), free))
     obs_rng = np.random.default_rng([seed, 11])
@@ -347,7 +363,7 @@ def _episode(sampler: TaskSampler, seed: int, k: int, budget_range: tuple[int, i
                 g = None
                 if record:
                     g = lookahead_gains(state, task, obs.indices, obs.mask, ll_weight, beam_width=beam[0],
-                                        beam_depth=beam[1], pending=picks)
+                                        beam_depth=beam[1], pending=picks, metric=metric)
                     cands.append(obs.candidates)
                     globs.append(obs.global_)
                     masks.append(obs.mask)

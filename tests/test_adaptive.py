@@ -211,6 +211,26 @@ def test_imitation_across_protocols_records_v2_states_of_every_kind():
     np.testing.assert_array_equal(d.gains, again.gains)
 
 
+def test_expert_scores_macro_f1_when_asked():
+    from sklearn.metrics import f1_score
+
+    from metaal.agents.imitation import lookahead_gains
+
+    task = _task("sklearn:wine")
+    state = new_state(task, budget=20)
+    obs = make_observer(8, V2).observe(state, np.random.default_rng(0))
+    acc = lookahead_gains(state, task, obs.indices, obs.mask, ll_weight=0.0)
+    f1 = lookahead_gains(state, task, obs.indices, obs.mask, ll_weight=0.0, metric="macro_f1")
+    # candidate 0 by hand: label it, refit from scratch, macro-F1 on the reward split minus now's
+    base = f1_score(task.y_test, state.learner.predict(task.X_test), average="macro")
+    rows = np.concatenate([state.labeled_idx, obs.indices[:1]])
+    lrn = state.learner.clone()
+    lrn.fit(state.X_pool[rows], task.y_pool[rows])
+    want = f1_score(task.y_test, lrn.predict(task.X_test), average="macro") - base
+    assert f1[0] == pytest.approx(want, abs=2e-2)  # the expert warm-starts: nearly the same fit
+    assert not np.allclose(acc[obs.mask], f1[obs.mask])
+
+
 @pytest.mark.parametrize("over, match", [
     ({"protocols": {"batch_sizes": [1, 5]}, "obs_version": "obs-v1"}, "need obs_version"),
     ({"rl": {"enabled": True}}, "obs-v1 only"),
@@ -218,6 +238,7 @@ def test_imitation_across_protocols_records_v2_states_of_every_kind():
     ({"protocols": {"initial": [5, 2]}}, "protocols.initial"),
     ({"protocols": {"batch": [2]}}, "unknown keys"),
     ({"obs_version": "obs-v7"}, "obs_version"),
+    ({"protocols": {"imbalance_metric": "auc"}}, "imbalance_metric"),
 ])
 def test_training_config_errors_are_one_line(over, match):
     with pytest.raises(ConfigError, match=match):

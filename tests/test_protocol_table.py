@@ -42,3 +42,23 @@ def test_protocol_table_from_a_cold_evaluation(tmp_path, capsys) -> None:
     fair = max((s for s in r["aggregate"] if s != "oracle"), key=lambda s: r["aggregate"][s]["mean_aulc"])
     assert f"Best strategy that does not read test labels: **{fair}**" in text
     assert table.main([str(tmp_path / "missing")]) == 2
+    # scripts/policy_table.py: a policy evaluated alone, set beside the heuristics of the run above
+    # (same datasets and seeds, hence the same splits); a policy guarded into margin ties margin
+    out2 = tmp_path / "cold_guard"
+    assert main(["evaluate", "--protocol", "cold", "--budget", "8", "--data", "sklearn:wine", "sklearn:iris",
+                 "--strategies", "policy:default?guard=0.999", "--seeds", "2", "--jobs", "1", "--out", str(out2),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    spec = importlib.util.spec_from_file_location("policy_table", ROOT / "scripts" / "policy_table.py")
+    ptab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ptab)
+    assert ptab.main([str(out), str(out2)]) == 0
+    text = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines()
+            if line.startswith("| ") and "---" not in line}
+    assert {"policy:default", "policy:default?guard=0.999", "margin", "random", "oracle"} <= set(rows)
+    guarded = rows["policy:default?guard=0.999"]
+    assert guarded[1] == rows["margin"][1] and guarded[3] == "0/2/0"  # the same AULC as margin, two ties
+    assert guarded[6].endswith("+0.000") and float(guarded[7]) > 0  # worst dataset: no loss; the guard fired
+    assert rows["oracle"][2].startswith("1.000") and rows["random"][2].startswith("0.000")
+    assert ptab.main([str(tmp_path / "missing")]) == 2
