@@ -118,6 +118,10 @@ class ProtocolMix:
         only learner-agnostic features, so one policy serves them all.
     :param imbalance_metric: what the expert maximises on imbalanced episodes: ``accuracy`` or
         ``macro_f1`` (the imbalanced protocol's headline).
+    :param cold_expert: the expert of states without a model (fewer than two classes labeled):
+        ``lookahead`` (the one-step expert, whose model is then only the label frequencies) or
+        ``coverage`` (imitate the cold-start protocol's best heuristic: the candidates'
+        MaxHerding gains are the targets; ``obs-v2`` only).
     """
 
     initial: tuple[int, int] = (10, 10)
@@ -126,13 +130,15 @@ class ProtocolMix:
     imbalance_ratio: tuple[float, float] = (0.05, 0.2)
     learners: tuple[str, ...] = ()
     imbalance_metric: str = "accuracy"
+    cold_expert: str = "lookahead"
 
     @staticmethod
     def from_config(spec: "dict[str, Any] | None") -> "ProtocolMix | None":
         """The mix of a config's ``protocols`` mapping (None or empty: None, one protocol)."""
         if not spec:
             return None
-        known = {"initial", "batch_sizes", "imbalance_prob", "imbalance_ratio", "learners", "imbalance_metric"}
+        known = {"initial", "batch_sizes", "imbalance_prob", "imbalance_ratio", "learners", "imbalance_metric",
+                 "cold_expert"}
         bad = set(spec) - known
         if bad:
             raise ConfigError(f"protocols: unknown keys {', '.join(sorted(bad))} (known: {', '.join(sorted(known))})")
@@ -144,6 +150,7 @@ class ProtocolMix:
                 imbalance_ratio=tuple(float(v) for v in spec.get("imbalance_ratio", (0.05, 0.2))),  # type: ignore[arg-type]
                 learners=tuple(str(v) for v in spec.get("learners", ())),
                 imbalance_metric=str(spec.get("imbalance_metric", "accuracy")),
+                cold_expert=str(spec.get("cold_expert", "lookahead")),
             )
         except (TypeError, ValueError):
             raise ConfigError(f"protocols: bad value in {spec!r}") from None
@@ -156,6 +163,8 @@ class ProtocolMix:
             raise ConfigError(f"protocols.imbalance_prob must be in [0, 1] (got {mix.imbalance_prob})")
         if mix.imbalance_metric not in ("accuracy", "macro_f1"):
             raise ConfigError(f"protocols.imbalance_metric must be accuracy or macro_f1 (got {mix.imbalance_metric!r})")
+        if mix.cold_expert not in ("lookahead", "coverage"):
+            raise ConfigError(f"protocols.cold_expert must be lookahead or coverage (got {mix.cold_expert!r})")
         a, b = mix.imbalance_ratio
         if len(mix.imbalance_ratio) != 2 or not 0.0 < a <= b < 1.0:
             raise ConfigError(f"protocols.imbalance_ratio must be [lo, hi] in (0, 1) (got {list(mix.imbalance_ratio)})")
@@ -343,6 +352,8 @@ def _episode(sampler: TaskSampler, seed: int, k: int, budget_range: tuple[int, i
         th.set_num_threads(1)
         policy = policy_state
     v2 = obs_version != OBS_VERSION
+    cover_cold = mix is not None and mix.cold_expert == "coverage"
+    i_gain = feature_names(obs_version)[0].index("coverage_gain") if v2 else -1
     cands, globs, masks, gains = [], [], [], []
     with threadpool_limits(limits=1), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # sklearn: tiny labeled sets, convergence
@@ -362,8 +373,11 @@ def _episode(sampler: TaskSampler, seed: int, k: int, budget_range: tuple[int, i
                 record = rng.random() < record_prob
                 g = None
                 if record:
-                    g = lookahead_gains(state, task, obs.indices, obs.mask, ll_weight, beam_width=beam[0],
-                                        beam_depth=beam[1], pending=picks, metric=metric)
+                    if v2 and cover_cold and not state.model_ready:  # imitate MaxHerding where no model exists
+                        g = np.where(obs.mask, obs.candidates[:, i_gain].astype(np.float64), -np.inf)
+                    else:
+                        g = lookahead_gains(state, task, obs.indices, obs.mask, ll_weight, beam_width=beam[0],
+                                            beam_depth=beam[1], pending=picks, metric=metric)
                     cands.append(obs.candidates)
                     globs.append(obs.global_)
                     masks.append(obs.mask)

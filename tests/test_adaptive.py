@@ -207,6 +207,13 @@ def test_imitation_across_protocols_records_v2_states_of_every_kind():
     assert (d.global_[:, G["batch_progress"]] > 0).any()  # states inside a batch
     assert any("imbalance=" in s for s in d.dataset)
     assert np.isfinite(d.gains[d.mask]).all()
+    # cold_expert: coverage: states without a model take MaxHerding's gains as the targets
+    cov = ProtocolMix.from_config({"initial": [0, 0], "cold_expert": "coverage"})
+    c = collect(sampler, 20, k=12, budget_range=(8, 8), record_prob=1.0, seed=0, obs_version=V2, mix=cov)
+    cold = c.global_[:, G["no_model"]] == 1
+    assert cold.any() and (~cold).any()
+    gains = c.candidates[cold][..., C["coverage_gain"]]
+    np.testing.assert_array_equal(c.gains[cold][c.mask[cold]], gains[c.mask[cold]])
     again = collect(sampler, 80, k=12, budget_range=(8, 16), record_prob=0.5, seed=0, obs_version=V2, mix=mix)
     np.testing.assert_array_equal(d.gains, again.gains)
 
@@ -239,6 +246,7 @@ def test_expert_scores_macro_f1_when_asked():
     ({"protocols": {"batch": [2]}}, "unknown keys"),
     ({"obs_version": "obs-v7"}, "obs_version"),
     ({"protocols": {"imbalance_metric": "auc"}}, "imbalance_metric"),
+    ({"protocols": {"cold_expert": "typiclust"}}, "cold_expert"),
 ])
 def test_training_config_errors_are_one_line(over, match):
     with pytest.raises(ConfigError, match=match):
