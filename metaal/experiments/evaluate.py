@@ -137,16 +137,20 @@ def evaluate_policy(
     heur = [s for s in strategies if s != pol and not s.startswith("policy:")]
     if "margin" not in heur:
         raise ConfigError("the evaluation compares against margin: include it in --strategies")
-    check_size(len(datasets), len(heur) + 1, seeds)
+    check_size(len(datasets), len(strategies) + 1, seeds)
     jobs = resolve_jobs(jobs)
     zp = resolve_policy_path(pol.split(":", 1)[1])
     if not zp.is_file():
         raise PolicyError(f"policy file {zp} not found (--policy {policy}: a .zip, a training folder or 'default')")
     heur = check_strategies(heur)
     pol = check_strategies([pol])[0]  # a policy that cannot load: its fallback, named as such, warned once
+    # other learned policies in --strategies (policy:v1, a guarded variant): run per budget like the policy
+    others = [s for s in strategies if s.startswith("policy:")]
+    others = [s for s in (check_strategies(others) if others else []) if s != pol]
+    pols = [pol] + others
     out = Path(out)
     specs = resolve_datasets(datasets)
-    check_size(len(specs), len(heur) + 1, seeds)
+    check_size(len(specs), len(heur) + len(pols), seeds)
     out.mkdir(parents=True, exist_ok=True)
     proto = resolve(protocol if isinstance(protocol, str) or protocol is None else protocol.name,
                     initial=initial, batch_size=batch_size, metric=metric,
@@ -182,11 +186,11 @@ def evaluate_policy(
         for n in names:
             groups.setdefault(eff[(n, b)], []).append(n)
         for B, dsn in groups.items():
-            curves[b] += run_cells([data_of[n] for n in dsn], [pol] if cut_ok else [pol] + heur, seeds=seeds,
+            curves[b] += run_cells([data_of[n] for n in dsn], pols if cut_ok else pols + heur, seeds=seeds,
                                    budget=B, **cell_kw)
-    order = {s: i for i, s in enumerate([pol] + heur)}
+    order = {s: i for i, s in enumerate(pols + heur)}
     results: dict[str, Any] = {"policy": pol, "learner": learner, "seeds": seeds, "initial": initial,
-                               "datasets": names, "budgets": {}, "strategies": [pol] + heur,
+                               "datasets": names, "budgets": {}, "strategies": pols + heur,
                                "protocol": proto.name, "batch_size": batch_size, "metric": metric}
     prefix = "" if proto.name == "standard" else f"{proto.name}_"
     for b in budgets:
@@ -201,13 +205,13 @@ def evaluate_policy(
         per_ds: dict[str, Any] = {}
         for n in names:
             entry: dict[str, Any] = {"budget": eff[(n, b)]}
-            for s in [pol] + heur:
+            for s in pols + heur:
                 r = next(r for r in rows if r["dataset"] == n and r["strategy"] == s)
                 sd = float(np.std([aulc[(n, s, k)] for k in range(seeds)]))
                 entry[s] = {"aulc": r[key], "aulc_std": sd, "rank": r["mean_rank"],
                             "norm_aulc": r["norm_aulc"], "query_seconds": r["query_seconds"]}
             m = np.array([aulc[(n, "margin", s)] for s in range(seeds)])
-            for s in [pol] + heur:
+            for s in pols + heur:
                 if s == "margin":
                     continue
                 x = np.array([aulc[(n, s, k)] for k in range(seeds)])
@@ -217,7 +221,7 @@ def evaluate_policy(
                 x = np.array([aulc[(n, pol, k)] for k in range(seeds)])
                 entry[pol]["vs_random"], entry[pol]["p_random"] = paired_test(x, rnd)
             per_ds[n] = entry
-        agg = aggregate(per_ds, [pol] + heur)
+        agg = aggregate(per_ds, pols + heur)
         results["budgets"][str(b)] = {
             "aggregate": agg,
             "per_dataset": per_ds,
