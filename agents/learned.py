@@ -63,6 +63,10 @@ class LearnedStrategy(Strategy):
         policy is unsure and margin's pick is labeled instead (:attr:`guard_picks` counts how often
         that changed the pick). Default: the policy file's ``guard`` (0: off).
 
+    A suffix ``?cold=fallback`` makes an ``obs-v2`` policy wait, like a v1 one, behind the loop's
+    cold-start heuristic until two classes are labeled (:attr:`needs_model`); ``?cold=policy`` (the
+    default) lets it pick from zero labels itself. Options join with ``&``.
+
     Each step builds the observation with the observer of the policy's observation version
     (:func:`metaal.strategies.make_observer`, ``K`` from the metadata) and runs the policy
     deterministically. An ``obs-v1`` policy needs a model (:attr:`needs_model`; before two classes
@@ -78,15 +82,20 @@ class LearnedStrategy(Strategy):
     def __init__(self, path: "str | os.PathLike" = "default", fallback: str = "margin", strict: bool = False,
                  guard: float | None = None):
         spec = str(path) or "default"
+        cold_model: str | None = None
         if "?" in spec:
             spec, _, query = spec.partition("?")
-            key, _, val = query.partition("=")
-            if key != "guard":
-                raise ConfigError(f"policy:{path}: unknown option {key!r} (known: guard)")
-            try:
-                guard = float(val)
-            except ValueError:
-                raise ConfigError(f"policy:{path}: guard must be a number in [0, 1) (got {val!r})") from None
+            for part in query.split("&"):
+                key, _, val = part.partition("=")
+                if key == "guard":
+                    try:
+                        guard = float(val)
+                    except ValueError:
+                        raise ConfigError(f"policy:{path}: guard must be a number in [0, 1) (got {val!r})") from None
+                elif key == "cold" and val in ("policy", "fallback"):
+                    cold_model = val
+                else:
+                    raise ConfigError(f"policy:{path}: unknown option {part!r} (known: guard=G, cold=policy|fallback)")
         self.spec = spec or "default"
         self.fallback_name = fallback
         self.strict = bool(strict)
@@ -114,8 +123,9 @@ class LearnedStrategy(Strategy):
             raise ConfigError(f"policy:{self.spec}: guard must be in [0, 1) (got {self.guard})")
         self.version = str(self.meta.get("obs_version", OBS_VERSION))
         #: an obs-v2 policy acts from zero labels (coverage features); an obs-v1 one needs a model
-        self.needs_model = self.fallback is not None or self.version == OBS_VERSION
-        suffix = f"?guard={self.guard:g}" if guard is not None else ""
+        self.needs_model = self.fallback is not None or self.version == OBS_VERSION or cold_model == "fallback"
+        opts = ([f"guard={self.guard:g}"] if guard is not None else []) + ([f"cold={cold_model}"] if cold_model else [])
+        suffix = "?" + "&".join(opts) if opts else ""
         if self.fallback is not None:
             self.name = f"policy:{self.spec}{suffix}(fallback={fallback})"  # type: ignore[misc]
         else:

@@ -150,6 +150,11 @@ def test_v2_policy_acts_from_zero_labels_and_picks_a_batch_one_at_a_time(v2_poli
         logits = policy_logits(strat.model.policy, obs.as_dict())
         assert p == obs.indices[int(np.argmax(logits))]
         done.append(int(p))
+    # ?cold=fallback: it waits behind the loop's cold-start heuristic until two classes are labeled
+    waits = LearnedStrategy(f"{v2_policy}?cold=fallback")
+    assert waits.needs_model and waits.name.endswith("?cold=fallback")
+    w = simulate(_task(initial=0), waits, 12, seed=0, batch_size=1)
+    assert w.cold_picks >= 2 and len(set(w.queried)) == 12
     # reloaded, it acts identically
     again = simulate(_task(initial=0), LearnedStrategy(v2_policy), 12, seed=0, batch_size=4)
     assert again.queried == c.queried and again.accuracy.tolist() == c.accuracy.tolist()
@@ -184,7 +189,8 @@ def test_guard_defers_to_margin_and_is_counted():
     assert always.queried == margin.queried  # an unsure policy always takes margin's pick
     differs = sum(a != b for a, b in zip(plain.queried, margin.queried))
     assert differs > 0 and always.guard_picks >= 1
-    for bad in ("default?guard=1.5", "default?guard=x", "default?gaurd=0.1"):
+    assert LearnedStrategy("default?guard=0.1&cold=fallback").name == "policy:default?guard=0.1&cold=fallback"
+    for bad in ("default?guard=1.5", "default?guard=x", "default?gaurd=0.1", "default?cold=never"):
         with pytest.raises(ConfigError):
             LearnedStrategy(bad)
 
