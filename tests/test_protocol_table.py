@@ -46,7 +46,8 @@ def test_protocol_table_from_a_cold_evaluation(tmp_path, capsys) -> None:
     # (same datasets and seeds, hence the same splits); a policy guarded into margin ties margin
     out2 = tmp_path / "cold_guard"
     assert main(["evaluate", "--protocol", "cold", "--budget", "8", "--data", "sklearn:wine", "sklearn:iris",
-                 "--strategies", "margin,policy:default?guard=0.999", "--seeds", "2", "--jobs", "1", "--out", str(out2),
+                 "--policy", "default?guard=0.999", "--strategies", "margin", "--seeds", "2", "--jobs", "1",
+                 "--out", str(out2),
                  "--no-progress"]) == 0
     capsys.readouterr()
     spec = importlib.util.spec_from_file_location("policy_table", ROOT / "scripts" / "policy_table.py")

@@ -139,7 +139,7 @@ def evaluate_policy(
         raise ConfigError("the evaluation compares against margin: include it in --strategies")
     check_size(len(datasets), len(strategies) + 1, seeds)
     jobs = resolve_jobs(jobs)
-    zp = resolve_policy_path(pol.split(":", 1)[1])
+    zp = resolve_policy_path(pol.split(":", 1)[1].split("?", 1)[0])  # options (?guard=G) are not the path
     if not zp.is_file():
         raise PolicyError(f"policy file {zp} not found (--policy {policy}: a .zip, a training folder or 'default')")
     heur = check_strategies(heur)
