@@ -90,17 +90,20 @@ class TaskSampler:
             sub = ds.subset(rows)
             if len(np.unique(sub.y)) >= 2:
                 ds = sub
+        n_init = self.initial if initial is None else int(initial)
+        task = None
         if imbalance_ratio is not None:
             K = len(np.unique(ds.y))
             ratio = min(float(imbalance_ratio), 0.5 / max(K - 1, 1))
             try:
                 sub = imbalance(ds, ratio, seed)
                 if len(np.unique(sub.y)) >= 2 and sub.n >= 20:
-                    ds = sub
+                    task = Task.from_split(sub, make_split(sub, seed, n_init))
                     spec = f"{spec}?imbalance={ratio:.3g}"
             except DataError:
-                pass  # the dataset as it is
-        task = Task.from_split(ds, make_split(ds, seed, self.initial if initial is None else int(initial)))
+                task = None  # too few rows per class for the transform or a stratified split: as it is
+        if task is None:
+            task = Task.from_split(ds, make_split(ds, seed, n_init))
         task.name = str(spec)
         return task, str(spec)
 
@@ -154,8 +157,10 @@ class ProtocolMix:
             )
         except (TypeError, ValueError):
             raise ConfigError(f"protocols: bad value in {spec!r}") from None
+        if len(mix.initial) != 2 or len(mix.imbalance_ratio) != 2:
+            raise ConfigError(f"protocols.initial and protocols.imbalance_ratio must be [lo, hi] (got {spec!r})")
         lo, hi = mix.initial
-        if len(mix.initial) != 2 or not 0 <= lo <= hi:
+        if not 0 <= lo <= hi:
             raise ConfigError(f"protocols.initial must be [lo, hi] with 0 <= lo <= hi (got {list(mix.initial)})")
         if not mix.batch_sizes or min(mix.batch_sizes) < 1:
             raise ConfigError(f"protocols.batch_sizes must be integers >= 1 (got {list(mix.batch_sizes)})")
@@ -166,7 +171,7 @@ class ProtocolMix:
         if mix.cold_expert not in ("lookahead", "coverage"):
             raise ConfigError(f"protocols.cold_expert must be lookahead or coverage (got {mix.cold_expert!r})")
         a, b = mix.imbalance_ratio
-        if len(mix.imbalance_ratio) != 2 or not 0.0 < a <= b < 1.0:
+        if not 0.0 < a <= b < 1.0:
             raise ConfigError(f"protocols.imbalance_ratio must be [lo, hi] in (0, 1) (got {list(mix.imbalance_ratio)})")
         return mix
 

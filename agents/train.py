@@ -586,7 +586,8 @@ def run_rl(cfg: dict[str, Any], out: Path, validator: Validator, logger: Any, in
     total = int(rl["total_timesteps"])
     if init_zip is not None:  # the starting stage may be a variant with another network
         cfg = copy.deepcopy(cfg)
-        cfg["network"] = dict(read_metadata(init_zip).get("config", {}).get("network") or cfg["network"])
+        cfg["network"] = dict(read_metadata(init_zip, obs_version=str(cfg["obs_version"])).get("config", {})
+                              .get("network") or cfg["network"])
     env = make_vec_env(cfg)
     ckpt_dir = out / "checkpoints"
     latest = _latest_checkpoint(ckpt_dir) if resume else None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -31,13 +32,16 @@ from metaal.experiments.evaluate import paired_test
 
 def read_run(folder: Path) -> tuple[dict, dict[tuple[str, str, int], float], dict[str, float]]:
     """``(results.json, {(dataset, strategy, seed): headline AULC}, {strategy: guard picks mean})``
-    of one evaluate folder."""
+    of one evaluate folder, at its largest budget (a run over several budgets has a subfolder each)."""
     res = json.loads((folder / "results.json").read_text())
     metric = res.get("metric", "accuracy")
     col = "macro_f1" if metric == "macro_f1" else "accuracy"
     points: dict[tuple[str, str, int], list[float]] = defaultdict(list)
     guard: dict[str, list[float]] = defaultdict(list)
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and (p / "curves.csv").is_file()):
+    subs = [p for p in folder.iterdir() if p.is_dir() and (p / "curves.csv").is_file()]
+    budget = {p: int(m.group(1)) if (m := re.search(r"_b(\d+)$", p.name)) else 0 for p in subs}
+    top = max(budget.values(), default=0)
+    for sub in sorted(p for p in subs if budget[p] == top):  # the largest budget's curves only
         with open(sub / "curves.csv", newline="") as fh:
             for row in csv.DictReader(fh):
                 points[(row["dataset"], row["strategy"], int(row["seed"]))].append(float(row[col]))

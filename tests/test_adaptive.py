@@ -202,12 +202,12 @@ def test_guard_defers_to_margin_and_is_counted():
 def test_imitation_across_protocols_records_v2_states_of_every_kind():
     from metaal.agents.imitation import ProtocolMix, TaskSampler, collect
 
-    mix = ProtocolMix.from_config({"initial": [0, 4], "batch_sizes": [1, 4], "imbalance_prob": 0.5,
+    mix = ProtocolMix.from_config({"initial": [0, 2], "batch_sizes": [1, 4], "imbalance_prob": 0.5,
                                    "learners": ["logreg", "svm"]})
     sampler = TaskSampler(["sklearn:breast_cancer", "sklearn:wine"], max_rows=300)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        d = collect(sampler, 80, k=12, budget_range=(8, 16), record_prob=0.5, seed=0, obs_version=V2, mix=mix)
+        d = collect(sampler, 40, k=12, budget_range=(8, 16), record_prob=1.0, seed=0, obs_version=V2, mix=mix)
     assert d.candidates.shape[1:] == (12, 15) and d.global_.shape[1] == 15
     assert (d.global_[:, G["no_model"]] == 1).any()  # cold starts
     assert (d.global_[:, G["batch_progress"]] > 0).any()  # states inside a batch
@@ -220,7 +220,7 @@ def test_imitation_across_protocols_records_v2_states_of_every_kind():
     assert cold.any() and (~cold).any()
     gains = c.candidates[cold][..., C["coverage_gain"]]
     np.testing.assert_array_equal(c.gains[cold][c.mask[cold]], gains[c.mask[cold]])
-    again = collect(sampler, 80, k=12, budget_range=(8, 16), record_prob=0.5, seed=0, obs_version=V2, mix=mix)
+    again = collect(sampler, 40, k=12, budget_range=(8, 16), record_prob=1.0, seed=0, obs_version=V2, mix=mix)
     np.testing.assert_array_equal(d.gains, again.gains)
 
 
@@ -253,6 +253,7 @@ def test_expert_scores_macro_f1_when_asked():
     ({"obs_version": "obs-v7"}, "obs_version"),
     ({"protocols": {"imbalance_metric": "auc"}}, "imbalance_metric"),
     ({"protocols": {"cold_expert": "typiclust"}}, "cold_expert"),
+    ({"protocols": {"initial": [0, 5, 9]}}, r"\[lo, hi\]"),
 ])
 def test_training_config_errors_are_one_line(over, match):
     with pytest.raises(ConfigError, match=match):

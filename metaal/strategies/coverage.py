@@ -26,7 +26,7 @@ from metaal.geometry import gaussian_gain, pairwise_sq, row_blocks
 from metaal.state import ALState
 from metaal.strategies.base import Strategy, check_k, register
 
-#: elements of one block of pairwise distances (8 MB of float64): O(n^2) work in bounded memory
+# blocks of pairwise distances (metaal.geometry.row_blocks, 8 MB of float64): O(n^2) work in bounded memory
 
 
 def pool_sq_norms(state: ALState) -> np.ndarray:
