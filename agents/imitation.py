@@ -344,7 +344,8 @@ def _episode(sampler: TaskSampler, seed: int, k: int, budget_range: tuple[int, i
     else:
         task, spec = sampler.sample(rng, initial=proto["initial"], imbalance_ratio=proto["imbalance"])
         learner = proto["learner"]
-    batch = proto["batch"] if proto is not None and obs_version != OBS_VERSION else 1
+    v2 = obs_version != OBS_VERSION
+    batch = proto["batch"] if proto is not None and v2 else 1
     metric = mix.imbalance_metric if mix is not None and proto is not None and proto["imbalance"] is not None \
         else "accuracy"
     free = task.n_pool - len(task.initial)
@@ -356,7 +357,6 @@ def _episode(sampler: TaskSampler, seed: int, k: int, budget_range: tuple[int, i
 
         th.set_num_threads(1)
         policy = policy_state
-    v2 = obs_version != OBS_VERSION
     cover_cold = mix is not None and mix.cold_expert == "coverage"
     i_gain = feature_names(obs_version)[0].index("coverage_gain") if v2 else -1
     cands, globs, masks, gains = [], [], [], []

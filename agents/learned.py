@@ -105,7 +105,6 @@ class LearnedStrategy(Strategy):
         self.error: PolicyError | None = None
         self.zip_path = resolve_policy_path(self.spec)
         self.guard_picks = 0
-        self.n_picks = 0
         try:
             self.model, self.meta = load_model(self.zip_path)
         except PolicyError as exc:
@@ -138,7 +137,6 @@ class LearnedStrategy(Strategy):
 
     def reset(self, state: ALState | None = None, rng: np.random.Generator | None = None) -> None:
         self.guard_picks = 0
-        self.n_picks = 0
         if self.fallback is not None:
             self.fallback.reset(state, rng)
 
@@ -165,7 +163,6 @@ class LearnedStrategy(Strategy):
         guard says the policy is unsure."""
         valid = np.flatnonzero(np.isfinite(logits))
         a = int(valid[np.argmax(logits[valid])])
-        self.n_picks += 1
         if self.guard > 0 and a != 0 and np.isfinite(logits[0]) and state.model_ready:
             p = np.exp(logits[valid] - logits[a])
             p /= p.sum()

@@ -365,8 +365,8 @@ class Observer:
         min_dist = _stack([s.min_dist_labeled() for s in states])
         extra = None
         if self.v2:
-            pend = [np.zeros(0, np.int64) if pending is None else np.asarray(p, np.int64).reshape(-1) for p in
-                    (pending or [None] * len(states))]
+            pend = ([np.asarray(p, np.int64).reshape(-1) for p in pending] if pending is not None
+                    else [np.zeros(0, np.int64)] * len(states))
             if any(len(p) for p in pend):  # the batch's picks count as labeled for the geometry
                 labeled, min_dist = labeled.copy(), min_dist.copy()
                 for i, (s, p) in enumerate(zip(states, pend)):
